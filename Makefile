@@ -1,0 +1,26 @@
+# Every target sets up its own virtualenv from the pinned constraints, so each works on
+# a machine that has nothing but python3.
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed-stamp
+export RAY_USAGE_STATS_ENABLED := 0
+export AWS_EC2_METADATA_DISABLED := true
+
+.PHONY: setup demo test bench
+
+$(STAMP): pyproject.toml constraints.txt
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q -c constraints.txt -e '.[dev,bench]'
+	touch $(STAMP)
+
+setup: $(STAMP)
+
+demo: $(STAMP)
+	$(PY) -m coder.bench
+
+test: $(STAMP)
+	$(PY) -m pytest -q
+
+bench: $(STAMP)
+	$(PY) -m coder.bench --json

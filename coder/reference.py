@@ -1,0 +1,116 @@
+"""Pure-Python reference coder: the oracle the Numba kernels are tested against.
+
+It is written from the definition rather than from the kernels: the interval is kept
+exactly as big integers [low, low + rng) in units of 2**-scale, and after every byte it
+asks directly whether some W-bit code point v * 2**(scale - W) lies inside. Only the
+range arithmetic (r = rng >> PROB_BITS, shift by RENORM_SHIFT once the interval is
+narrower than one code step) is shared with the kernels, because it defines the format.
+Slow and simple, with its invariants asserted.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from .constants import ESCAPE_COUNT, PROB_BITS, PROB_TOTAL, RENORM_FLOOR_BITS, RENORM_SHIFT, STATE_BITS
+
+
+@dataclass
+class _Interval:
+    window_bits: int
+    low: int = 0
+    rng: int = 1 << STATE_BITS
+    scale: int = STATE_BITS
+
+    @property
+    def step(self) -> int:
+        """Distance between neighbouring W-bit code points, in current units."""
+        return 1 << (self.scale - self.window_bits)
+
+    def narrowed(self, cum: int, freq: int) -> "_Interval":
+        cum, freq = int(cum), int(freq)  # exact Python integers, never numpy scalars
+        assert 0 <= cum and 1 <= freq and cum + freq <= PROB_TOTAL
+        r = self.rng >> PROB_BITS
+        assert r >= 1
+        new = _Interval(self.window_bits, self.low + r * cum, r * freq, self.scale)
+        assert self.low <= new.low and new.low + new.rng <= self.low + self.rng  # nested
+        if new.rng < new.step:  # narrower than one code step: keep precision
+            while new.rng < (1 << RENORM_FLOOR_BITS):
+                new.low <<= RENORM_SHIFT
+                new.rng <<= RENORM_SHIFT
+                new.scale += RENORM_SHIFT
+        return new
+
+    def code(self) -> int | None:
+        """Smallest code point inside the interval, or None."""
+        v = -(-self.low // self.step)
+        if v * self.step < self.low + self.rng:
+            assert 0 <= v < (1 << self.window_bits)
+            return v
+        return None
+
+
+@dataclass
+class ReferenceCoder:
+    window_bits: int = 16
+    max_window_bytes: int = 0  # 0: no limit
+    stats: dict = field(default_factory=lambda: {"escapes": 0})
+
+    def encode_segment(self, data: bytes, cum: list[int], freq: list[int]) -> tuple[list[int], list[int]]:
+        """Codes and byte counts of the windows of one segment."""
+        assert len(data) == len(cum) == len(freq)
+        codes: list[int] = []
+        counts: list[int] = []
+        limit = self.max_window_bytes or len(data) + 1
+        i = 0
+        while i < len(data):
+            cur = _Interval(self.window_bits)
+            n = 0
+            while i + n < len(data) and n < limit:
+                nxt = cur.narrowed(cum[i + n], freq[i + n])
+                if nxt.code() is None:
+                    break
+                cur = nxt
+                n += 1
+            if n == 0:  # does not fit an empty window: escape to the raw byte
+                assert self.window_bits >= 8
+                codes.append(data[i])
+                counts.append(ESCAPE_COUNT)
+                self.stats["escapes"] += 1
+                i += 1
+                continue
+            code = cur.code()
+            assert code is not None
+            codes.append(code)
+            counts.append(n)
+            i += n
+        return codes, counts
+
+    def decode_segment(self, freq_rows: list[list[int]], codes: list[int], counts: list[int]) -> bytes:
+        """Bytes of one segment from its windows and each position's frequencies."""
+        out = bytearray()
+        for code, n in zip(codes, counts, strict=True):
+            if n == ESCAPE_COUNT:
+                assert 0 <= code < 256
+                out.append(code)
+                continue
+            cur = _Interval(self.window_bits)
+            value = code * cur.step
+            for _ in range(n):
+                row = freq_rows[len(out)]
+                assert len(row) == 256 and sum(row) == PROB_TOTAL and min(row) >= 1
+                r = cur.rng >> PROB_BITS
+                q = (value - cur.low) // r
+                assert 0 <= q < PROB_TOTAL, "code outside the distribution"
+                c = 0
+                for sym, f in enumerate(row):
+                    if c + f > q:
+                        break
+                    c += f
+                nxt = cur.narrowed(c, f)
+                value <<= nxt.scale - cur.scale
+                assert nxt.low <= value < nxt.low + nxt.rng
+                cur = nxt
+                out.append(sym)
+        assert len(out) == len(freq_rows)
+        return bytes(out)
