@@ -160,6 +160,37 @@ def _lookup(row, q):
     return sym, c, np.int64(row[sym])
 
 
+PULL_BAD_ROW = -1  # _pull: the frequency row is not a distribution
+PULL_BAD_CODE = -2  # _pull: the code lies outside every byte's interval
+
+
+@njit(cache=True, nogil=True, inline="always")
+def _pull(phase, low, rng, vpos, row, g):
+    """Decode one byte of a window whose code sits at vpos = code << g, mirroring
+    _push. Returns (byte or PULL_*, phase, low, rng); in phase 2 `low` holds vpos - low."""
+    r = rng >> _P
+    q = ((vpos - low) if phase == 1 else low) // r
+    if q >= PROB_TOTAL:
+        return PULL_BAD_CODE, phase, low, rng
+    sym, c, f = _lookup(row, q)
+    if sym < 0:
+        return PULL_BAD_ROW, phase, low, rng
+    if phase == 1:
+        low += r * c
+        rng = r * f
+        if rng >= (np.int64(1) << g):
+            return sym, 1, low, rng
+        phase = 2
+        low = vpos - low
+    else:
+        low -= r * c
+        rng = r * f
+    while rng < _FLOOR:
+        rng <<= _SHIFT
+        low <<= _SHIFT
+    return sym, phase, low, rng
+
+
 DECODE_BAD_ROW = 1  # decode_kernel status: a frequency row is not a distribution
 DECODE_BAD_WINDOWS = 2  # decode_kernel status: windows do not fit their segment
 
@@ -173,7 +204,6 @@ def decode_kernel(freq, codes, counts, win_off, seg_off, window_bits, out):
     (DECODE_BAD_WINDOWS, segment) for the first problem found.
     """
     g = np.int64(STATE_BITS - window_bits)
-    one = np.int64(1) << g
     base = seg_off[0]
     n_seg = seg_off.shape[0] - 1
     for s in range(n_seg):
@@ -190,32 +220,13 @@ def decode_kernel(freq, codes, counts, win_off, seg_off, window_bits, out):
             if n < 0 or i + n > end:
                 return DECODE_BAD_WINDOWS, s
             vpos = np.int64(codes[w]) << g
-            phase = 1
-            low = np.int64(0)  # phase 1: interval low end; phase 2: vpos - low end
-            rng = _FULL
+            phase, low, rng = 1, np.int64(0), _FULL
             for _ in range(n):
-                r = rng >> _P
-                q = ((vpos - low) if phase == 1 else low) // r
-                if q >= PROB_TOTAL:
-                    return DECODE_BAD_WINDOWS, s
-                sym, c, f = _lookup(freq[i], q)
-                if sym < 0:
+                sym, phase, low, rng = _pull(phase, low, rng, vpos, freq[i], g)
+                if sym == PULL_BAD_ROW:
                     return DECODE_BAD_ROW, i
-                if phase == 1:
-                    low += r * c
-                    rng = r * f
-                    if rng < one:
-                        phase = 2
-                        low = vpos - low
-                        while rng < _FLOOR:
-                            rng <<= _SHIFT
-                            low <<= _SHIFT
-                else:
-                    low -= r * c
-                    rng = r * f
-                    while rng < _FLOOR:
-                        rng <<= _SHIFT
-                        low <<= _SHIFT
+                if sym < 0:
+                    return DECODE_BAD_WINDOWS, s
                 out[i] = sym
                 i += 1
         if i != end:

@@ -1,0 +1,204 @@
+"""Corpus shards -> documents, through fsspec (local paths, s3://, any fsspec URL).
+
+Formats: JSON lines (`.jsonl`, `.json`, `.ndjson`), zstd-compressed JSON lines
+(`.jsonl.zst`, `.zst`) and Parquet (`.parquet`). A row that cannot become a document is
+yielded as a `Reject` naming the shard, the row and the reason; a shard that cannot be
+read at all raises `ShardError` with the same details. Nothing is skipped silently.
+"""
+
+from __future__ import annotations
+
+import enum
+import io
+import json
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+
+import fsspec
+import pyarrow as pa
+import pyarrow.parquet as pq
+import zstandard
+
+
+class ShardFormat(enum.Enum):
+    JSONL = "jsonl"
+    JSONL_ZST = "jsonl.zst"
+    PARQUET = "parquet"
+
+    @classmethod
+    def of(cls, url: str) -> "ShardFormat":
+        name = url.rsplit("/", 1)[-1].lower()
+        if name.endswith((".jsonl.zst", ".json.zst", ".ndjson.zst", ".zst")):
+            return cls.JSONL_ZST
+        if name.endswith((".jsonl", ".json", ".ndjson")):
+            return cls.JSONL
+        if name.endswith(".parquet"):
+            return cls.PARQUET
+        raise ValueError(f"{url}: unknown shard format (expected .jsonl, .jsonl.zst or .parquet)")
+
+
+SHARD_SUFFIXES = (".jsonl", ".json", ".ndjson", ".jsonl.zst", ".json.zst", ".ndjson.zst", ".zst", ".parquet")
+
+
+@dataclass(frozen=True)
+class ReaderConfig:
+    text_field: str = "content"  # falls back to fallback_field when a row lacks it
+    fallback_field: str = "text"
+    id_field: str = "id"
+    require_utf8: bool = True  # bytes columns must hold valid UTF-8
+    max_document_bytes: int = 64 << 20  # larger documents are rejected, not read into memory twice
+
+
+@dataclass
+class Document:
+    shard: str
+    row: int
+    id: str
+    data: bytes
+
+
+@dataclass
+class Reject:
+    shard: str
+    row: int
+    id: str
+    reason: str
+
+
+class ShardError(Exception):
+    """A shard (or the rest of it from `row` on) could not be read."""
+
+    def __init__(self, shard: str, row: int | None, reason: str):
+        self.shard, self.row, self.reason = shard, row, reason
+        where = f"{shard}" + (f", row {row}" if row is not None else "")
+        super().__init__(f"{where}: {reason}")
+
+
+@dataclass
+class _RowParser:
+    shard: str
+    cfg: ReaderConfig
+    fields_seen: set = field(default_factory=set)
+
+    def __call__(self, row: int, rec) -> Document | Reject:
+        ident = f"{self.shard.rsplit('/', 1)[-1]}#{row}"
+        if not isinstance(rec, dict):
+            return Reject(self.shard, row, ident, f"row is a JSON {type(rec).__name__}, not an object")
+        if rec.get(self.cfg.id_field) is not None:
+            ident = str(rec[self.cfg.id_field])
+        key = self.cfg.text_field if self.cfg.text_field in rec else self.cfg.fallback_field
+        if key not in rec:
+            return Reject(self.shard, row, ident, f"no '{self.cfg.text_field}' or '{self.cfg.fallback_field}' field")
+        value = rec[key]
+        if isinstance(value, str):
+            try:
+                data = value.encode("utf-8")
+            except UnicodeEncodeError as e:
+                return Reject(self.shard, row, ident, f"field '{key}' is not valid Unicode ({e.reason} at char {e.start})")
+        elif isinstance(value, (bytes, bytearray)):
+            data = bytes(value)
+            if self.cfg.require_utf8:
+                try:
+                    data.decode("utf-8")
+                except UnicodeDecodeError as e:
+                    return Reject(self.shard, row, ident, f"field '{key}' is not valid UTF-8 (byte {e.start})")
+        else:
+            return Reject(self.shard, row, ident, f"field '{key}' is {type(value).__name__}, expected text")
+        if len(data) > self.cfg.max_document_bytes:
+            return Reject(self.shard, row, ident, f"document of {len(data)} bytes exceeds max_document_bytes {self.cfg.max_document_bytes}")
+        return Document(self.shard, row, ident, data)
+
+
+def read_shard(url: str, cfg: ReaderConfig = ReaderConfig(), storage_options: dict | None = None) -> Iterator[Document | Reject]:
+    """Documents and rejects of one shard, in row order."""
+    fmt = ShardFormat.of(url)
+    parse = _RowParser(url, cfg)
+    try:
+        f = fsspec.open(url, "rb", **(storage_options or {})).open()
+    except Exception as e:  # noqa: BLE001 - any backend error means the shard is unreadable
+        raise ShardError(url, None, f"cannot open: {_describe(e)}") from None
+    with f:
+        if fmt is ShardFormat.PARQUET:
+            yield from _parquet(url, f, parse)
+        else:
+            yield from _jsonl(url, f, parse, fmt is ShardFormat.JSONL_ZST)
+
+
+def _jsonl(url, f, parse, zst: bool):
+    stream = zstandard.ZstdDecompressor().stream_reader(f, read_across_frames=True) if zst else f
+    reader = io.BufferedReader(stream, 1 << 20) if zst else f
+    row = 0
+    while True:
+        try:
+            line = reader.readline()
+        except (zstandard.ZstdError, OSError, EOFError) as e:
+            raise ShardError(url, row, f"cannot read further: {_describe(e)}") from None
+        if not line:
+            break
+        if zst and not line.endswith(b"\n"):
+            _check_zstd_end(url, row, reader)
+        if line.strip():
+            try:
+                rec = json.loads(line)
+            except (json.JSONDecodeError, UnicodeDecodeError) as e:
+                yield Reject(url, row, f"{url.rsplit('/', 1)[-1]}#{row}", f"not JSON: {e}")
+            else:
+                yield parse(row, rec)
+        row += 1
+
+
+def _check_zstd_end(url, row, reader):
+    """A last line without newline is fine only if the zstd stream really ended."""
+    try:
+        reader.read(1)
+    except (zstandard.ZstdError, OSError, EOFError) as e:
+        raise ShardError(url, row, f"cannot read further: {_describe(e)}") from None
+
+
+def _parquet(url, f, parse):
+    try:
+        pf = pq.ParquetFile(f)
+    except (pa.ArrowException, OSError) as e:
+        raise ShardError(url, None, f"not a readable Parquet file: {_describe(e)}") from None
+    names = pf.schema_arrow.names
+    cfg = parse.cfg
+    key = cfg.text_field if cfg.text_field in names else cfg.fallback_field
+    if key not in names:
+        raise ShardError(url, None, f"no '{cfg.text_field}' or '{cfg.fallback_field}' column (columns: {names})")
+    ftype = pf.schema_arrow.field(key).type
+    if not (pa.types.is_string(ftype) or pa.types.is_large_string(ftype) or pa.types.is_binary(ftype) or pa.types.is_large_binary(ftype)):
+        raise ShardError(url, None, f"column '{key}' has type {ftype}, expected string or binary")
+    cols = [key] + ([cfg.id_field] if cfg.id_field in names else [])
+    row = 0
+    try:
+        for batch in pf.iter_batches(batch_size=1024, columns=cols):
+            texts = batch.column(0).to_pylist()
+            ids = batch.column(1).to_pylist() if len(cols) > 1 else [None] * len(texts)
+            for text, ident in zip(texts, ids):
+                rec = {key: text} if text is not None else {}
+                if ident is not None:
+                    rec[cfg.id_field] = ident
+                yield parse(row, rec)
+                row += 1
+    except (pa.ArrowException, OSError) as e:
+        raise ShardError(url, row, f"cannot read further: {_describe(e)}") from None
+
+
+def _describe(e: BaseException) -> str:
+    """An error's type and message, with anything that looks like a secret removed."""
+    from .redact import redact
+
+    return redact(f"{type(e).__name__}: {e}")
+
+
+def list_shards(url: str, storage_options: dict | None = None) -> list[str]:
+    """Input shard URLs in a deterministic (sorted) order: a single shard file, or every
+    shard file under a directory/prefix (recursively)."""
+    fs, path = fsspec.core.url_to_fs(url, **(storage_options or {}))
+    protocol = url.split("://", 1)[0] + "://" if "://" in url else ""
+    if fs.isfile(path):
+        return [url]
+    if not fs.exists(path):
+        raise FileNotFoundError(f"{url}: no such file or directory")
+    found = [p for p in fs.find(path) if p.lower().endswith(SHARD_SUFFIXES)]
+    return sorted(protocol + p if protocol else p for p in found)
