@@ -28,7 +28,7 @@ D_SEG, D_POS, D_END, D_W, D_WEND, D_REM, D_N, D_PHASE, D_LOW, D_RNG, D_VPOS = ra
 
 
 @njit(cache=True, nogil=True)
-def encode_lanes_kernel(data, seg_off, queue, st, waiting, cum_in, freq_in, bos_cum, bos_freq,
+def encode_lanes_kernel(data, seg_off, order, queue, st, waiting, cum_in, freq_in, bos_cum, bos_freq,
                         window_bits, max_window_bytes, out_seg, out_code, out_count, out_ptr,
                         tok, slot, target):
     """Consume one model step for the waiting lanes, refill idle lanes, and say what the
@@ -55,8 +55,8 @@ def encode_lanes_kernel(data, seg_off, queue, st, waiting, cum_in, freq_in, bos_
                 if queue[0] >= n_seg:
                     st[b, E_SEG] = -1
                     break
-                s = queue[0]
-                queue[0] = s + 1
+                s = order[queue[0]]
+                queue[0] += 1
                 st[b, E_SEG], st[b, E_POS], st[b, E_END] = s, seg_off[s], seg_off[s + 1]
                 continue
             i = st[b, E_POS]
@@ -86,7 +86,7 @@ def encode_lanes_kernel(data, seg_off, queue, st, waiting, cum_in, freq_in, bos_
 
 
 @njit(cache=True, nogil=True)
-def decode_lanes_kernel(codes, counts, win_off, seg_off, queue, st, waiting, freq_in, bos_freq,
+def decode_lanes_kernel(codes, counts, win_off, seg_off, order, queue, st, waiting, freq_in, bos_freq,
                         window_bits, out, bad_seg, tok, slot):
     """Decoder twin of encode_lanes_kernel: consume one model step (full frequency rows
     for the waiting lanes), refill idle lanes, say what to compute next. Segments whose
@@ -114,8 +114,8 @@ def decode_lanes_kernel(codes, counts, win_off, seg_off, queue, st, waiting, fre
             if st[b, D_SEG] < 0:
                 if queue[0] >= n_seg:
                     break
-                s = queue[0]
-                queue[0] = s + 1
+                s = order[queue[0]]
+                queue[0] += 1
                 st[b, D_SEG], st[b, D_POS], st[b, D_END] = s, seg_off[s], seg_off[s + 1]
                 st[b, D_W], st[b, D_WEND] = win_off[s], win_off[s + 1]
                 continue
@@ -157,6 +157,12 @@ def decode_lanes_kernel(codes, counts, win_off, seg_off, queue, st, waiting, fre
     return n_wait
 
 
+def longest_first(seg_off: np.ndarray) -> np.ndarray:
+    """Segments in the order lanes take them: longest first (ties by index), so the
+    long ones do not run alone at the end while the other lanes sit idle."""
+    return np.argsort(-np.diff(seg_off), kind="stable").astype(np.int64)
+
+
 def _bos_ints(bos_freq) -> tuple[np.ndarray, np.ndarray]:
     bos_freq = np.ascontiguousarray(bos_freq, dtype=np.int32)
     if bos_freq.shape != (256,) or bos_freq.min() < 1 or bos_freq.sum() != (1 << 16):
@@ -182,7 +188,7 @@ class LaneEncoder:
         self.bos_cum, self.bos_freq = _bos_ints(bos_freq)
         self.st = np.full((lanes, 8), -1, np.int64)
         self.waiting = np.zeros(lanes, np.bool_)
-        self.queue = np.zeros(1, np.int64)
+        self.order, self.queue = longest_first(self.seg_off), np.zeros(1, np.int64)
         n = self.data.shape[0]
         self.out_seg, self.out_code, self.out_count = np.empty(n, np.int64), np.empty(n, np.uint32), np.empty(n, np.int32)
         self.out_ptr = np.zeros(1, np.int64)
@@ -193,7 +199,7 @@ class LaneEncoder:
 
     def _run(self, cum, freq) -> int:
         return encode_lanes_kernel(
-            self.data, self.seg_off, self.queue, self.st, self.waiting, cum, freq, self.bos_cum, self.bos_freq,
+            self.data, self.seg_off, self.order, self.queue, self.st, self.waiting, cum, freq, self.bos_cum, self.bos_freq,
             self.config.window_bits, self.max_window, self.out_seg, self.out_code, self.out_count, self.out_ptr,
             self.tok, self.slot, self.target,
         )
@@ -226,7 +232,7 @@ class LaneDecoder:
         _, self.bos_freq = _bos_ints(bos_freq)
         self.st = np.full((lanes, 11), -1, np.int64)
         self.waiting = np.zeros(lanes, np.bool_)
-        self.queue = np.zeros(1, np.int64)
+        self.order, self.queue = longest_first(self.seg_off), np.zeros(1, np.int64)
         self.out = np.zeros(int(self.seg_off[-1]), np.uint8)
         self.bad_seg = np.zeros(self.seg_off.shape[0] - 1, np.int8)
         self.tok, self.slot = np.zeros(lanes, np.int64), np.zeros(lanes, np.int64)
@@ -235,7 +241,7 @@ class LaneDecoder:
 
     def _run(self, freq_rows) -> int:
         return decode_lanes_kernel(
-            self.win.codes, self.win.counts, self.win.win_off, self.seg_off, self.queue, self.st, self.waiting,
+            self.win.codes, self.win.counts, self.win.win_off, self.seg_off, self.order, self.queue, self.st, self.waiting,
             freq_rows, self.bos_freq, self.config.window_bits, self.out, self.bad_seg, self.tok, self.slot,
         )
 

@@ -1,0 +1,182 @@
+"""Neural compressor benchmark: `python -m compressor_model.bench --json [--data URL]`.
+
+On real code (default: held-out files of the interpreter's standard library, which the
+shipped model never trained on; `--data` takes any corpus the readers accept) it runs
+calibration, segmentation and windowed coding end to end and prints one JSON object:
+model positions per byte for coding and segmentation, the compression rate, held-out
+bits/byte, end-to-end bytes/s and where the wall time went. `--roundtrip-files N`
+additionally decodes N real source files (the N smallest of the whole standard library)
+with the model and checks every byte.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import platform
+import time
+
+import numpy as np
+import torch
+
+from .engine import EngineConfig, NeuralCompressor, Precision
+from .model import BOS, CONFIGS, ByteLM
+from .segment import SegmentConfig
+
+
+def load_docs(data: str | None, max_bytes: int, split: str = "heldout") -> list[bytes]:
+    if data:
+        from pipeline.readers import Document, list_shards, read_shard
+
+        docs = [d.data for s in list_shards(data) for d in read_shard(s) if isinstance(d, Document) and d.data]
+    else:
+        from pipeline.sample import stdlib_files
+
+        docs = [f.text.encode() for f in stdlib_files(split)]
+    out, total = [], 0
+    for d in docs:
+        if max_bytes and total >= max_bytes:
+            break
+        out.append(d[: max_bytes - total] if max_bytes else d)
+        total += len(out[-1])
+    return out
+
+
+@torch.no_grad()
+def heldout_bits_per_byte(comp: NeuralCompressor, docs: list[bytes]) -> float:
+    """Cross-entropy of the model on the documents with full context, in bits/byte."""
+    block = comp.model.cfg.block_size
+    nll, n = 0.0, 0
+    for d in docs:
+        for s in range(0, len(d), block):
+            chunk = d[s : s + block]
+            x = torch.tensor([[BOS] + list(chunk[:-1])], device=comp.device)
+            y = torch.tensor([list(chunk)], device=comp.device)
+            with comp.autocast():
+                logits, _ = comp.model(x)
+            nll += torch.nn.functional.cross_entropy(logits.float()[0], y[0], reduction="sum").item()
+            n += len(chunk)
+    return nll / n / math.log(2)
+
+
+def flops_per_position(model: ByteLM, context: int) -> float:
+    """Forward FLOPs per position: 2 per weight multiply-add, plus attention scores."""
+    cfg = model.cfg
+    weights = 12 * cfg.n_layer * cfg.n_embd**2 + cfg.n_embd * 256
+    return 2 * weights + 4 * cfg.n_layer * cfg.n_embd * context
+
+
+def run(args) -> dict:
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    cfg = EngineConfig(lanes=args.lanes, group=args.group or min(args.lanes, EngineConfig.group), max_window_bytes=args.max_window_bytes,
+                       precision=Precision(args.precision), device=args.device)
+    seg = SegmentConfig(percentile=args.percentile)
+    if args.model == "shipped":
+        comp = NeuralCompressor.load(args.checkpoint, cfg, seg)
+    else:  # random weights of a named config: speed only
+        torch.manual_seed(0)
+        m = ByteLM(CONFIGS[args.model])
+        comp = NeuralCompressor(m, m.fingerprint(), cfg, seg)
+    docs = load_docs(args.data, args.bytes)
+    thresholds = comp.calibrate(docs[: max(1, len(docs) // 4)])
+    comp.stats = type(comp.stats)()  # measure the run, not calibration
+
+    t0 = time.perf_counter()
+    records = comp.compress(docs, thresholds)
+    wall = time.perf_counter() - t0
+    st = comp.stats
+    n = st.bytes
+    out = {
+        "data": args.data or "stdlib:heldout",
+        "docs": st.docs,
+        "bytes": n,
+        "model": args.model if args.model != "shipped" else f"shipped:{comp.fingerprint}",
+        "params": comp.model.num_params(),
+        "device": str(comp.device),
+        "numerics": comp.numerics,
+        "theta_abs": thresholds.theta_abs,
+        "theta_jump": thresholds.theta_jump,
+        "segments": st.segments,
+        "mean_segment_bytes": n / max(st.segments, 1),
+        "unique_segment_fraction": st.unique_segments / max(st.segments, 1),
+        "windows": st.windows,
+        "symbols": st.symbols,
+        "bytes_per_symbol": n / max(st.symbols, 1),
+        "bytes_per_window": n / max(st.windows, 1),
+        "model_positions_per_byte": st.code_positions / max(st.coded_bytes, 1),
+        "model_positions_per_byte_padded": st.code_padded_positions / max(st.coded_bytes, 1),
+        "coded_bytes": st.coded_bytes,
+        "coding_positions_per_s": st.code_padded_positions / max(st.code_time, 1e-9),
+        "segmentation_positions_per_s": st.seg_positions / max(st.seg_time, 1e-9),
+        "segmentation_positions_per_byte": st.seg_positions / max(n, 1),
+        "bytes_per_s": n / wall,
+        "wall_s": wall,
+        "model_forward_fraction": st.model_time / wall,
+        "segmentation_time_fraction": st.seg_time / wall,
+        "coding_time_fraction": st.code_time / wall,
+        "torch_threads": torch.get_num_threads(),
+        "cpu": platform.processor() or platform.machine(),
+        "cpus": os.cpu_count(),
+    }
+    flops = flops_per_position(comp.model, comp.model.cfg.block_size // 2) * (st.seg_positions + st.code_padded_positions)
+    out["model_tflops_per_s"] = flops / wall / 1e12
+    if args.peak_tflops:
+        out["mfu"] = out["model_tflops_per_s"] / args.peak_tflops
+    out["gb_per_hour"] = n / wall * 3600 / 1e9
+    if args.model == "shipped":
+        out["heldout_bits_per_byte"] = heldout_bits_per_byte(comp, docs)
+        out["checkpoint_training"] = comp.training_info
+    if args.verify:
+        t = time.perf_counter()
+        out["verified_docs"] = int(sum(comp.verify(records, docs)))
+        out["verify_s"] = time.perf_counter() - t
+    if args.roundtrip_files:
+        out.update(roundtrip(comp, thresholds, args.roundtrip_files))
+    return out
+
+
+def roundtrip(comp: NeuralCompressor, thresholds, n_files: int) -> dict:
+    """Encode then decode the n smallest stdlib source files; count exact matches."""
+    from pipeline.sample import stdlib_files
+
+    files = sorted(stdlib_files(), key=lambda f: (len(f.text.encode()), f.path))[:n_files]
+    docs = [f.text.encode() for f in files]
+    t = time.perf_counter()
+    records = comp.compress(docs, thresholds)
+    ok = comp.verify(records, docs)
+    return {
+        "roundtrip_files": len(docs),
+        "roundtrip_bytes": sum(map(len, docs)),
+        "roundtrip_exact": int(sum(ok)),
+        "roundtrip_s": time.perf_counter() - t,
+    }
+
+
+def main(argv=None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--json", action="store_true", help="one line of JSON (default: indented)")
+    ap.add_argument("--data", help="corpus URL (shard or directory); default: stdlib held-out files")
+    ap.add_argument("--bytes", type=int, default=400_000, help="bytes of the corpus to compress (0: all)")
+    ap.add_argument("--model", default="shipped", choices=["shipped", *sorted(CONFIGS)],
+                    help="shipped checkpoint, or random weights of a named config (speed only)")
+    ap.add_argument("--checkpoint", help="checkpoint path (default: the shipped one)")
+    ap.add_argument("--lanes", type=int, default=EngineConfig.lanes)
+    ap.add_argument("--group", type=int, default=0, help="lanes per model call (default: engine default)")
+    ap.add_argument("--max-window-bytes", type=int, default=EngineConfig.max_window_bytes)
+    ap.add_argument("--precision", default="bf16", choices=[p.value for p in Precision])
+    ap.add_argument("--device", default="auto")
+    ap.add_argument("--percentile", type=float, default=95.0)
+    ap.add_argument("--threads", type=int, default=0)
+    ap.add_argument("--verify", action=argparse.BooleanOptionalAction, default=True)
+    ap.add_argument("--roundtrip-files", type=int, default=0)
+    ap.add_argument("--peak-tflops", type=float, default=0.0, help="device peak, for model FLOP utilization")
+    a = ap.parse_args(argv)
+    res = run(a)
+    print(json.dumps(res) if a.json else json.dumps(res, indent=2))
+
+
+if __name__ == "__main__":
+    main()

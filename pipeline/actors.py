@@ -1,0 +1,156 @@
+"""Starting the job's actors and driving shard tasks through them."""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+from dataclasses import asdict
+
+from coder import FORMAT_VERSION
+
+from .config import JobConfig, to_dict
+from .redact import redact
+from .service import CacheService, ModelService, NeuralBackend, ShardedCache, read_checkpoint
+from .shard import ShardResult, ShardTask, commit_marker, mark_failed, process_shard
+
+
+class Progress:
+    """Counters the shard tasks bump after every batch; the driver polls them."""
+
+    def __init__(self):
+        self.docs = self.bytes = 0
+
+    def add(self, docs: int, nbytes: int) -> None:
+        self.docs += docs
+        self.bytes += nbytes
+
+    def get(self) -> tuple[int, int]:
+        return self.docs, self.bytes
+
+
+def shard_task(task: ShardTask, cfg: JobConfig, service, caches, thresholds, meta, progress) -> ShardResult:
+    """Body of one Ray task. Input problems come back as a failed result (permanent);
+    anything else raises so the driver can retry the shard."""
+    from .readers import ShardError
+    from .job import remove
+
+    backend = NeuralBackend(service, remote=True)
+    cache = ShardedCache(caches, cfg.cache) if caches else None
+    report = (lambda d, b: progress.add.remote(d, b)) if progress is not None else None
+    try:
+        res = process_shard(task, cfg, backend, cache, thresholds, meta, report)
+    except ShardError as e:
+        return mark_failed(task, cfg, e)
+    commit_marker(task, cfg, res, meta)
+    remove(task.out(cfg, "_failed"), cfg.storage_options)
+    return res
+
+
+class ActorContext:
+    def __init__(self, cfg: JobConfig, started_ray: bool):
+        import ray
+
+        from .job import default_torch_threads
+
+        self.cfg, self.started_ray = cfg, started_ray
+        ckpt = read_checkpoint(cfg.model.checkpoint, cfg.storage_options)
+        ckpt_ref = ray.put(ckpt)
+        Model = ray.remote(ModelService).options(
+            num_cpus=cfg.run.cpus_per_actor, num_gpus=cfg.run.gpus_per_actor, max_restarts=-1, max_task_retries=0
+        )
+        threads = default_torch_threads(cfg)
+        self.models = [Model.remote(cfg, ckpt_ref, threads) for _ in range(cfg.run.model_actors)]
+        Cache = ray.remote(CacheService).options(num_cpus=0, max_restarts=-1)
+        self.caches = [Cache.remote(cfg.cache.max_bytes_per_shard) for _ in range(cfg.cache.shards)] if cfg.cache.enabled else []
+        self.progress = ray.remote(Progress).options(num_cpus=0).remote()
+        info = ray.get(self.models[0].info.remote())
+        self.meta = {
+            **info,
+            "coder_format_version": FORMAT_VERSION,
+            "config": _redacted(to_dict(cfg)),
+        }
+        self.task_fn = ray.remote(shard_task).options(num_cpus=cfg.run.shard_cpus, max_retries=0)
+
+    def calibrate(self, docs):
+        import ray
+
+        return ray.get(self.models[0].calibrate.remote(docs))
+
+    def run_shards(self, tasks: list[ShardTask], thresholds, meta):
+        """Yields one ShardResult per task, keeping shard_workers tasks in flight and
+        retrying a shard whose worker, actor or storage failed (up to max_retries)."""
+        import ray
+        from tqdm import tqdm
+
+        cfg = self.cfg
+        show = cfg.run.progress
+        bars = [
+            tqdm(total=len(tasks), desc="shards", unit="shard", disable=not show, file=sys.stderr, position=0),
+            tqdm(desc="docs", unit="doc", disable=not show, file=sys.stderr, position=1),
+            tqdm(desc="bytes", unit="B", unit_scale=True, disable=not show, file=sys.stderr, position=2),
+        ]
+        queue = [(t, 0) for t in tasks]
+        inflight: dict = {}
+        n = 0
+        last = (0, 0)
+        while queue or inflight:
+            while queue and len(inflight) < cfg.run.shard_workers:
+                task, attempt = queue.pop(0)
+                model = self.models[n % len(self.models)]
+                n += 1
+                ref = self.task_fn.remote(task, cfg, model, self.caches, thresholds, meta, self.progress)
+                inflight[ref] = (task, attempt)
+            done, _ = ray.wait(list(inflight), num_returns=1, timeout=0.5)
+            docs, nbytes = ray.get(self.progress.get.remote())
+            bars[1].update(docs - last[0])
+            bars[2].update(nbytes - last[1])
+            last = (docs, nbytes)
+            for ref in done:
+                task, attempt = inflight.pop(ref)
+                try:
+                    res = ray.get(ref)
+                except Exception as e:  # noqa: BLE001 - worker/actor/storage failure: retry, then fail
+                    if attempt < cfg.run.max_retries:
+                        queue.append((task, attempt + 1))
+                        time.sleep(min(2.0 * (attempt + 1), 10.0))
+                        continue
+                    res = mark_failed(task, cfg, _root_cause(e))
+                bars[0].update(1)
+                yield res
+        for b in bars:
+            b.close()
+
+    def shutdown(self):
+        import ray
+
+        for a in self.models + self.caches:
+            try:
+                ray.kill(a)
+            except Exception:  # noqa: BLE001
+                pass
+        if self.started_ray:
+            ray.shutdown()
+
+
+def _root_cause(e: BaseException) -> BaseException:
+    cause = getattr(e, "cause", None)
+    return cause if isinstance(cause, BaseException) else e
+
+
+def _redacted(d):
+    if isinstance(d, dict):
+        return {k: ("***" if k == "storage_options" and v else _redacted(v)) for k, v in d.items()}
+    return redact(d) if isinstance(d, str) else d
+
+
+def start_actors(cfg: JobConfig) -> ActorContext:
+    import ray
+
+    started = False
+    if not ray.is_initialized():
+        address = cfg.run.address or os.environ.get("RAY_ADDRESS") or "local"
+        kwargs = {"include_dashboard": False} if address == "local" else {}
+        ray.init(address=address, logging_level="WARNING", log_to_driver=True, **kwargs)
+        started = True
+    return ActorContext(cfg, started)

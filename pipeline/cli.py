@@ -1,0 +1,211 @@
+"""`proxycomp`: run, calibrate, status, verify, demo.
+
+    proxycomp run --input URL --output URL [--config job.yaml] [--shards NAME,...] [--force]
+    proxycomp status --output URL [--json]
+    proxycomp verify --output URL [--sample N]
+    proxycomp calibrate --input URL --output URL
+    proxycomp demo [--output DIR]
+
+Settings: defaults < --config YAML < --set section.field=value (repeatable) < flags.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+
+import yaml
+
+from .config import Compressor, JobConfig, apply_override, from_dict, load_config
+from .redact import redact
+
+
+def _storage_options(pairs: list[str]) -> dict:
+    out = {}
+    for p in pairs or []:
+        k, _, v = p.partition("=")
+        out[k] = yaml.safe_load(v)
+    return out
+
+
+def _common(ap: argparse.ArgumentParser) -> None:
+    ap.add_argument("--storage-option", action="append", default=[], metavar="KEY=VALUE",
+                    help="fsspec storage option, e.g. endpoint_url=http://127.0.0.1:9000 (repeatable)")
+
+
+def _job_args(ap: argparse.ArgumentParser, need_io: bool = True) -> None:
+    ap.add_argument("--input", required=need_io, help="input shard or directory/prefix (local path, s3://, any fsspec URL)")
+    ap.add_argument("--output", required=need_io, help="output directory/prefix URL")
+    ap.add_argument("--config", help="YAML job config")
+    ap.add_argument("--set", action="append", default=[], metavar="SECTION.FIELD=VALUE", help="config override (repeatable)")
+    ap.add_argument("--checkpoint", help="compressor checkpoint URL (default: the shipped one)")
+    ap.add_argument("--compressor", choices=[c.value for c in Compressor], help="which proxy compressor")
+    ap.add_argument("--address", help="Ray address (default: $RAY_ADDRESS, else a local cluster)")
+    ap.add_argument("--no-progress", action="store_true")
+    _common(ap)
+
+
+def _config(a) -> JobConfig:
+    overrides = list(a.set)
+    for flag, key in (("input", "input"), ("output", "output"), ("checkpoint", "model.checkpoint"),
+                      ("compressor", "model.compressor"), ("address", "run.address")):
+        v = getattr(a, flag, None)
+        if v is not None:
+            overrides.append(f"{key}={json.dumps(v)}")
+    if getattr(a, "no_progress", False):
+        overrides.append("run.progress=false")
+    cfg = load_config(a.config, overrides)
+    so = _storage_options(a.storage_option)
+    if so:
+        cfg = from_dict(JobConfig, {**_asdict_shallow(cfg), "storage_options": {**cfg.storage_options, **so}})
+    return cfg
+
+
+def _asdict_shallow(cfg) -> dict:
+    from dataclasses import fields
+
+    return {f.name: getattr(cfg, f.name) for f in fields(cfg)}
+
+
+def _output_config(output: str, so: dict) -> JobConfig:
+    """The config a run wrote next to its outputs (storage options from the CLI)."""
+    import fsspec
+
+    url = output.rstrip("/") + "/config.yaml"
+    try:
+        with fsspec.open(url, "r", **so) as f:
+            data = yaml.safe_load(f)
+    except FileNotFoundError:
+        raise SystemExit(f"{redact(url)} not found: is {redact(output)} the output of a proxycomp run?") from None
+    data["storage_options"] = so
+    data["output"] = output
+    return from_dict(JobConfig, data)
+
+
+def cmd_run(a) -> int:
+    from .job import run_job
+
+    cfg = _config(a)
+    summary = run_job(cfg, [s for s in (a.shards or "").split(",") if s] or None, a.force, log=_log)
+    print(json.dumps(summary.to_dict()) if a.json else summary.text())
+    return 0 if not summary.shards_failed else 3
+
+
+def cmd_calibrate(a) -> int:
+    from .job import calibrate_job
+
+    th = calibrate_job(_config(a), log=_log)
+    print(th.to_json())
+    return 0
+
+
+def cmd_status(a) -> int:
+    from .job import shard_status
+
+    cfg = _output_config(a.output, _storage_options(a.storage_option))
+    st = shard_status(cfg)
+    if a.json:
+        print(json.dumps(st))
+    else:
+        c = st["counts"]
+        print(f"{c['done']} done, {c['failed']} failed, {c['pending']} pending, of {c['total']} shards")
+        t = st["totals"]
+        print(f"rows {t['rows']:,}  rejects {t['rejects']:,}  bytes in {t['bytes_in']:,}  symbols out {t['symbols_out']:,}")
+        for name, reason in st["failed"].items():
+            print(f"FAILED {name}: {reason}")
+    return 0
+
+
+def cmd_verify(a) -> int:
+    from .verify import verify_output
+
+    cfg = _output_config(a.output, _storage_options(a.storage_option))
+    rep = verify_output(cfg, a.sample, a.seed, log=_log)
+    if a.json:
+        print(json.dumps(rep))
+    else:
+        print(f"checked {rep['checked_docs']} documents in {rep['shards']} shards: {rep['ok_docs']} exact")
+        for s in rep["checksum_failures"]:
+            print(f"CHECKSUM MISMATCH {s}")
+        for f in rep["failed_docs"][:20]:
+            print(f"FAILED {f['shard']} row {f['row']}: {f['reason']}")
+    return 0 if rep["ok"] else 4
+
+
+def cmd_demo(a) -> int:
+    """Everything on an embedded default: stdlib sample -> run (local Ray) -> verify."""
+    from .job import run_job
+    from .sample import stdlib_files, take_bytes, write_shards
+    from .verify import verify_output
+
+    inp, out = os.path.join(a.output, "input"), os.path.join(a.output, "output")
+    files = take_bytes(stdlib_files("heldout"), a.max_bytes)
+    write_shards(files, inp, a.shards)
+    _log(f"input: {len(files)} held-out standard-library files, {sum(len(f.text.encode()) for f in files):,} bytes, "
+         f"in {a.shards} shards under {inp}")
+    overrides = [f"input={json.dumps(inp)}", f"output={json.dumps(out)}", "run.address=local"]
+    cfg = load_config(None, overrides)
+    summary = run_job(cfg, None, a.force, log=_log)
+    print(summary.text())
+    rep = verify_output(cfg, a.verify_sample, log=_log)
+    print(f"verify: {rep['ok_docs']} of {rep['checked_docs']} sampled documents decode exactly; "
+          f"checksums {'ok' if not rep['checksum_failures'] else 'MISMATCH'}")
+    print(f"Parquet: {os.path.abspath(out)}/shards/")
+    return 0 if rep["ok"] and not summary.shards_failed else 4
+
+
+def _log(msg: str) -> None:
+    print(f"[proxycomp] {redact(msg)}", file=sys.stderr, flush=True)
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(prog="proxycomp", description="Neural proxy compression of code corpora on Ray.")
+    sub = ap.add_subparsers(dest="cmd", required=True)
+
+    p = sub.add_parser("run", help="compress input shards into Parquet output shards")
+    _job_args(p)
+    p.add_argument("--shards", help="comma-separated output names or input file names (globs) to (re)run")
+    p.add_argument("--force", action="store_true", help="redo shards even if they are done")
+    p.add_argument("--json", action="store_true", help="print the summary as JSON")
+    p.set_defaults(fn=cmd_run)
+
+    p = sub.add_parser("calibrate", help="compute segmentation thresholds from an input sample")
+    _job_args(p)
+    p.set_defaults(fn=cmd_calibrate)
+
+    p = sub.add_parser("status", help="what is done, failed and pending")
+    p.add_argument("--output", required=True)
+    p.add_argument("--json", action="store_true")
+    _common(p)
+    p.set_defaults(fn=cmd_status)
+
+    p = sub.add_parser("verify", help="decode a sample of outputs and compare with the inputs")
+    p.add_argument("--output", required=True)
+    p.add_argument("--sample", type=int, default=100)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--json", action="store_true")
+    _common(p)
+    p.set_defaults(fn=cmd_verify)
+
+    p = sub.add_parser("demo", help="compress a slice of this Python's standard library end to end")
+    p.add_argument("--output", default="out/demo")
+    p.add_argument("--max-bytes", type=int, default=300_000)
+    p.add_argument("--shards", type=int, default=4)
+    p.add_argument("--verify-sample", type=int, default=40)
+    p.add_argument("--force", action="store_true")
+    p.set_defaults(fn=cmd_demo)
+
+    a = ap.parse_args(argv)
+    from .job import JobError
+
+    try:
+        return a.fn(a)
+    except (JobError, ValueError) as e:
+        print(f"proxycomp: error: {redact(str(e))}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,179 @@
+"""The job's configuration: one typed dataclass per package, nested into JobConfig.
+
+Resolution order: dataclass defaults, then a YAML file, then CLI overrides
+(`--set section.field=value`, plus the few first-class flags of `proxycomp run`). The
+resolved config is written next to the outputs as `config.yaml`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import enum
+import types
+import typing
+from dataclasses import dataclass, field
+
+import yaml
+
+from compressor_model.engine import EngineConfig
+from compressor_model.segment import SegmentConfig
+
+from .readers import ReaderConfig
+
+
+class Compressor(enum.Enum):
+    """Which proxy compressor makes the symbols (registry: pipeline.compressors)."""
+
+    NEURAL = "neural"
+    TOKENIZER = "tokenizer"
+    GZIP = "gzip"
+
+
+@dataclass(frozen=True)
+class ModelSource:
+    checkpoint: str = ""  # empty: the shipped checkpoint
+    compressor: Compressor = Compressor.NEURAL
+    tokenizer: str = ""  # tokenizer.json for the tokenizer compressor
+
+
+@dataclass(frozen=True)
+class CacheConfig:
+    enabled: bool = True
+    shards: int = 2  # cache actors; keys are spread over them by hash
+    max_bytes_per_shard: int = 512 << 20  # LRU eviction beyond this
+    batch: int = 4096  # keys per lookup call
+
+
+@dataclass(frozen=True)
+class OutputConfig:
+    store_raw: bool = True  # keep the raw bytes of each document in the Parquet
+    row_group_docs: int = 1024
+    compression: str = "zstd"  # Parquet column compression
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    address: str = ""  # Ray address: "" joins $RAY_ADDRESS if set (ray job submit), else starts a local cluster
+    model_actors: int = 1  # actors holding the model (one per GPU in a GPU cluster)
+    gpus_per_actor: float = 0.0  # 0: CPU actors
+    cpus_per_actor: float = 1.0
+    torch_threads: int = 0  # 0: cpus_per_actor
+    shard_workers: int = 2  # shard tasks in flight (readers/packers/writers)
+    shard_cpus: float = 0.5  # Ray CPUs reserved per shard task
+    batch_bytes: int = 256 << 10  # document bytes per model call
+    max_retries: int = 2  # per shard, on worker, actor or storage failure
+    calibration_bytes: int = 1 << 20  # sample size for the segmentation thresholds
+    progress: bool = True
+
+
+@dataclass(frozen=True)
+class JobConfig:
+    input: str = ""
+    output: str = ""
+    storage_options: dict = field(default_factory=dict)  # passed to fsspec (e.g. endpoint_url)
+    model: ModelSource = ModelSource()
+    reader: ReaderConfig = ReaderConfig()
+    segment: SegmentConfig = SegmentConfig()
+    engine: EngineConfig = EngineConfig()
+    cache: CacheConfig = CacheConfig()
+    output_format: OutputConfig = OutputConfig()
+    run: RunConfig = RunConfig()
+
+
+def _convert(tp, value, where: str):
+    """Coerce a YAML/CLI value to the annotated type (dataclasses, enums, scalars)."""
+    if dataclasses.is_dataclass(tp):
+        if isinstance(value, tp):
+            return value
+        if not isinstance(value, dict):
+            raise ValueError(f"{where}: expected a mapping, got {value!r}")
+        return from_dict(tp, value, where)
+    origin = typing.get_origin(tp)
+    if origin in (typing.Union, types.UnionType):
+        args = [a for a in typing.get_args(tp) if a is not type(None)]
+        return None if value is None else _convert(args[0], value, where)
+    if isinstance(tp, type) and issubclass(tp, enum.Enum):
+        try:
+            return value if isinstance(value, tp) else tp(value)
+        except ValueError:
+            raise ValueError(f"{where}: {value!r} is not one of {[e.value for e in tp]}") from None
+    if tp is bool:
+        if isinstance(value, str):
+            if value.lower() in ("true", "1", "yes", "on"):
+                return True
+            if value.lower() in ("false", "0", "no", "off"):
+                return False
+            raise ValueError(f"{where}: {value!r} is not a boolean")
+        return bool(value)
+    if tp in (int, float, str):
+        try:
+            return tp(value)
+        except (TypeError, ValueError):
+            raise ValueError(f"{where}: {value!r} is not a {tp.__name__}") from None
+    if origin is dict or tp is dict:
+        if not isinstance(value, dict):
+            raise ValueError(f"{where}: expected a mapping")
+        return dict(value)
+    return value
+
+
+def from_dict(cls, data: dict, where: str = ""):
+    hints = typing.get_type_hints(cls)
+    names = {f.name for f in dataclasses.fields(cls)}
+    unknown = set(data) - names
+    if unknown:
+        raise ValueError(f"{where or cls.__name__}: unknown field(s) {sorted(unknown)}; known: {sorted(names)}")
+    kwargs = {k: _convert(hints[k], v, f"{where}.{k}" if where else k) for k, v in data.items()}
+    return cls(**kwargs)
+
+
+def to_dict(obj) -> dict:
+    out = {}
+    for f in dataclasses.fields(obj):
+        v = getattr(obj, f.name)
+        if dataclasses.is_dataclass(v):
+            v = to_dict(v)
+        elif isinstance(v, enum.Enum):
+            v = v.value
+        out[f.name] = v
+    return out
+
+
+def apply_override(data: dict, dotted: str) -> None:
+    """`a.b.c=value` into a nested dict; the value is parsed as YAML (so 3, true, x)."""
+    if "=" not in dotted:
+        raise ValueError(f"override {dotted!r}: expected section.field=value")
+    key, raw = dotted.split("=", 1)
+    parts = key.strip().split(".")
+    node = data
+    for p in parts[:-1]:
+        node = node.setdefault(p, {})
+        if not isinstance(node, dict):
+            raise ValueError(f"override {dotted!r}: {p} is not a section")
+    node[parts[-1]] = yaml.safe_load(raw)
+
+
+def load_config(path: str | None = None, overrides: list[str] = ()) -> JobConfig:
+    """Defaults, then the YAML file, then `section.field=value` overrides in order."""
+    data: dict = {}
+    if path:
+        import fsspec
+
+        with fsspec.open(path, "r") as f:
+            data = yaml.safe_load(f) or {}
+        if not isinstance(data, dict):
+            raise ValueError(f"{path}: the config file must be a YAML mapping")
+    for o in overrides:
+        apply_override(data, o)
+    return from_dict(JobConfig, data)
+
+
+def dump_config(cfg: JobConfig) -> str:
+    d = to_dict(cfg)
+    d["storage_options"] = {k: "***" if _secretish(k) else v for k, v in d["storage_options"].items()}
+    return yaml.safe_dump(d, sort_keys=False)
+
+
+def _secretish(key: str) -> bool:
+    k = key.lower()
+    return any(s in k for s in ("secret", "password", "token", "key")) and "endpoint" not in k

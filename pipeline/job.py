@@ -1,0 +1,274 @@
+"""The Ray job: list shards, start the actors, run shard tasks, commit, summarise.
+
+    driver ── lists input shards, skips those with a completion marker, calibrates or
+       │      loads thresholds, writes config.yaml, keeps <= shard_workers tasks in flight
+       ├── ModelService actors (GPU, or CPU): segmentation + windowed coding
+       ├── CacheService actors: the global segment cache, keys spread by hash
+       └── shard tasks (CPU): read -> segment (actor) -> cache lookups -> code misses
+           (actor) -> pack -> Parquet -> commit -> marker
+
+docs/architecture.md explains the choices (Ray core rather than Ray Data, where the
+coder runs, backpressure, retries, commits).
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import os
+import time
+from dataclasses import asdict, dataclass, field
+
+import fsspec
+
+from .config import JobConfig, dump_config
+from .output import join, read_json, write_bytes_atomic, write_json_atomic
+from .readers import SHARD_SUFFIXES, Document, ShardError, list_shards, read_shard
+from .redact import redact
+from .shard import ShardResult, ShardTask, commit_marker, mark_failed, process_shard
+
+
+class JobError(Exception):
+    """A problem with the job as a whole (bad input URL, incompatible output, ...)."""
+
+
+def shard_name(input_root: str, url: str) -> str:
+    """Deterministic output name from the input shard's path under the input root."""
+    root = input_root.rstrip("/")
+    rel = url[len(root) :].lstrip("/") if url.startswith(root) and url != root else url.rsplit("/", 1)[-1]
+    for suf in sorted(SHARD_SUFFIXES, key=len, reverse=True):
+        if rel.lower().endswith(suf):
+            rel = rel[: -len(suf)]
+            break
+    return rel.replace("/", "__")
+
+
+def plan_tasks(cfg: JobConfig) -> list[ShardTask]:
+    try:
+        urls = list_shards(cfg.input, cfg.storage_options)
+    except (FileNotFoundError, OSError) as e:
+        raise JobError(f"cannot list input {redact(cfg.input)}: {redact(str(e))}") from None
+    if not urls:
+        raise JobError(f"no input shards (.jsonl, .jsonl.zst, .parquet) under {redact(cfg.input)}")
+    tasks = [ShardTask(i, u, shard_name(cfg.input, u)) for i, u in enumerate(urls)]
+    names = [t.name for t in tasks]
+    if len(set(names)) != len(names):
+        raise JobError("two input shards map to the same output name; rename one")
+    return tasks
+
+
+def select(tasks: list[ShardTask], patterns: list[str]) -> list[ShardTask]:
+    """Tasks whose output name or input file name matches one of the patterns (globs)."""
+    out = [t for t in tasks if any(fnmatch.fnmatch(t.name, p) or fnmatch.fnmatch(t.input_url.rsplit("/", 1)[-1], p)
+                                   for p in patterns)]
+    unknown = [p for p in patterns if not any(fnmatch.fnmatch(t.name, p) or fnmatch.fnmatch(t.input_url.rsplit("/", 1)[-1], p)
+                                              for t in tasks)]
+    if unknown:
+        raise JobError(f"--shards: no shard matches {unknown}; known: {[t.name for t in tasks][:20]}")
+    return out
+
+
+def exists(url: str, storage_options: dict) -> bool:
+    fs, path = fsspec.core.url_to_fs(url, **storage_options)
+    return fs.exists(path)
+
+
+def remove(url: str, storage_options: dict) -> None:
+    fs, path = fsspec.core.url_to_fs(url, **storage_options)
+    if fs.exists(path):
+        fs.rm(path)
+
+
+def sample_docs(tasks: list[ShardTask], cfg: JobConfig, max_bytes: int) -> list[bytes]:
+    """A deterministic calibration sample: documents in shard and row order."""
+    out, total = [], 0
+    for t in tasks:
+        try:
+            for item in read_shard(t.input_url, cfg.reader, cfg.storage_options):
+                if isinstance(item, Document) and item.data:
+                    out.append(item.data[: max_bytes - total])
+                    total += len(out[-1])
+                    if total >= max_bytes:
+                        return out
+        except ShardError:
+            continue  # a bad shard is not a calibration source; the run reports it
+    return out
+
+
+@dataclass
+class Summary:
+    output: str
+    shards_total: int = 0
+    shards_done: int = 0
+    shards_skipped: int = 0
+    shards_failed: int = 0
+    docs_in: int = 0
+    docs_out: int = 0
+    rejects: int = 0
+    bytes_in: int = 0
+    symbols_out: int = 0
+    unique_segments: int = 0
+    cache_hits: int = 0
+    wall_s: float = 0.0
+    failed: dict = field(default_factory=dict)
+
+    @property
+    def bytes_per_symbol(self) -> float:
+        return self.bytes_in / self.symbols_out if self.symbols_out else 0.0
+
+    @property
+    def cache_hit_rate(self) -> float:
+        return self.cache_hits / self.unique_segments if self.unique_segments else 0.0
+
+    def add(self, r: ShardResult) -> None:
+        if r.status == "done":
+            self.shards_done += 1
+            for k in ("docs_in", "docs_out", "rejects", "bytes_in", "symbols_out", "unique_segments", "cache_hits"):
+                setattr(self, k, getattr(self, k) + getattr(r, k))
+        else:
+            self.shards_failed += 1
+            self.failed[r.name] = r.reason
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d.update(bytes_per_symbol=self.bytes_per_symbol, cache_hit_rate=self.cache_hit_rate,
+                 bytes_per_s=self.bytes_in / self.wall_s if self.wall_s else 0.0)
+        return d
+
+    def text(self) -> str:
+        lines = [
+            f"shards: {self.shards_done} done, {self.shards_skipped} skipped (already done), {self.shards_failed} failed, of {self.shards_total}",
+            f"documents: {self.docs_in} in = {self.docs_out} compressed + {self.rejects} rejected",
+            f"bytes in: {self.bytes_in:,}   symbols out: {self.symbols_out:,}   rate: {self.bytes_per_symbol:.3f} bytes/symbol",
+            f"segment cache hit rate: {self.cache_hit_rate:.1%} ({self.cache_hits:,} of {self.unique_segments:,} distinct segments per batch)",
+            f"throughput: {self.bytes_in / max(self.wall_s, 1e-9) / 1e3:,.1f} KB/s over {self.wall_s:.1f} s",
+            f"output: {redact(self.output)}/shards/*.parquet",
+        ]
+        for name, reason in self.failed.items():
+            lines.append(f"FAILED {name}: {reason}")
+        return "\n".join(lines)
+
+
+def _check_output(cfg: JobConfig, namespace: str, tasks: list[ShardTask], force: bool) -> None:
+    """Refuse to mix outputs of different compressors in one output directory."""
+    stale = []
+    for t in tasks:
+        marker = t.out(cfg, "_done")
+        if exists(marker, cfg.storage_options):
+            ns = read_json(marker, cfg.storage_options).get("namespace")
+            if ns != namespace:
+                stale.append(t.name)
+    if stale and not force:
+        raise JobError(
+            f"{len(stale)} shard(s) in {redact(cfg.output)} were made by a different compressor or settings "
+            f"(e.g. {stale[:3]}); use another --output, or --force to redo them"
+        )
+
+
+def run_job(cfg: JobConfig, shards: list[str] | None = None, force: bool = False, log=print) -> Summary:
+    import ray
+
+    from .actors import start_actors
+
+    if not cfg.input or not cfg.output:
+        raise JobError("both --input and --output are required")
+    t0 = time.perf_counter()
+    tasks = plan_tasks(cfg)
+    selected = select(tasks, shards) if shards else tasks
+    summary = Summary(cfg.output, shards_total=len(selected))
+
+    ctx = start_actors(cfg)
+    try:
+        meta = ctx.meta
+        _check_output(cfg, meta["namespace"], selected, force or bool(shards))
+        write_bytes_atomic(join(cfg.output, "config.yaml"), dump_config(cfg).encode(), cfg.storage_options)
+        thresholds = load_or_calibrate(cfg, ctx, tasks, log)
+        meta = {**meta, "thresholds": asdict(thresholds) if thresholds else None}
+
+        todo = []
+        for t in selected:
+            if not (force or shards) and exists(t.out(cfg, "_done"), cfg.storage_options):
+                summary.shards_skipped += 1
+            else:
+                todo.append(t)
+        log(f"{len(todo)} shard(s) to run, {summary.shards_skipped} already done")
+        for res in ctx.run_shards(todo, thresholds, meta):
+            summary.add(res)
+        write_manifest(cfg, tasks)
+    finally:
+        ctx.shutdown()
+    summary.wall_s = time.perf_counter() - t0
+    return summary
+
+
+def load_or_calibrate(cfg: JobConfig, ctx, tasks, log):
+    from compressor_model.segment import SegmenterKind, Thresholds
+
+    if cfg.segment.kind is not SegmenterKind.ENTROPY or ctx.meta["compressor"] != "neural":
+        return None
+    url = join(cfg.output, "thresholds.json")
+    if exists(url, cfg.storage_options):
+        th = Thresholds(**read_json(url, cfg.storage_options))
+        if th.fingerprint != ctx.meta["fingerprint"]:
+            raise JobError(f"{redact(url)} was calibrated for model {th.fingerprint}, not {ctx.meta['fingerprint']}")
+        return th
+    log("calibrating segmentation thresholds on a sample of the input")
+    th = ctx.calibrate(sample_docs(tasks, cfg, cfg.run.calibration_bytes))
+    write_json_atomic(url, asdict(th), cfg.storage_options)
+    return th
+
+
+def calibrate_job(cfg: JobConfig, log=print):
+    """`proxycomp calibrate`: (re)compute and store the thresholds."""
+    from .actors import start_actors
+
+    tasks = plan_tasks(cfg)
+    ctx = start_actors(cfg)
+    try:
+        th = ctx.calibrate(sample_docs(tasks, cfg, cfg.run.calibration_bytes))
+    finally:
+        ctx.shutdown()
+    write_json_atomic(join(cfg.output, "thresholds.json"), asdict(th), cfg.storage_options)
+    return th
+
+
+def shard_status(cfg: JobConfig) -> dict:
+    """Done / failed / pending per input shard, from the markers (the source of truth)."""
+    tasks = plan_tasks(cfg)
+    out = {"done": [], "failed": {}, "pending": []}
+    totals = {"rows": 0, "rejects": 0, "bytes_in": 0, "symbols_out": 0}
+    for t in tasks:
+        if exists(t.out(cfg, "_done"), cfg.storage_options):
+            m = read_json(t.out(cfg, "_done"), cfg.storage_options)
+            out["done"].append(t.name)
+            for k in totals:
+                totals[k] += m.get(k, 0)
+        elif exists(t.out(cfg, "_failed"), cfg.storage_options):
+            out["failed"][t.name] = read_json(t.out(cfg, "_failed"), cfg.storage_options).get("reason", "")
+        else:
+            out["pending"].append(t.name)
+    out["counts"] = {"total": len(tasks), "done": len(out["done"]), "failed": len(out["failed"]), "pending": len(out["pending"])}
+    out["totals"] = totals
+    return out
+
+
+def write_manifest(cfg: JobConfig, tasks: list[ShardTask]) -> dict:
+    shards = {}
+    for t in tasks:
+        if exists(t.out(cfg, "_done"), cfg.storage_options):
+            m = read_json(t.out(cfg, "_done"), cfg.storage_options)
+            shards[t.name] = {"status": "done", **{k: m[k] for k in ("input", "rows", "rejects", "docs_in", "bytes_in", "symbols_out", "parquet")}}
+        elif exists(t.out(cfg, "_failed"), cfg.storage_options):
+            shards[t.name] = {"status": "failed", **read_json(t.out(cfg, "_failed"), cfg.storage_options)}
+        else:
+            shards[t.name] = {"status": "pending", "input": redact(t.input_url)}
+    manifest = {"schema_version": 1, "input": redact(cfg.input), "shards": shards}
+    write_json_atomic(join(cfg.output, "manifest.json"), manifest, cfg.storage_options)
+    return manifest
+
+
+def default_torch_threads(cfg: JobConfig) -> int:
+    if cfg.run.torch_threads:
+        return cfg.run.torch_threads
+    if cfg.run.address == "local":
+        return max(1, (os.cpu_count() or 1) // max(1, cfg.run.model_actors))
+    return max(1, int(cfg.run.cpus_per_actor))

@@ -1,0 +1,191 @@
+"""One input shard -> one output shard. Backend-agnostic: the same code runs in a Ray
+task talking to model and cache actors, or in-process in tests.
+
+Stages are small classes with one `__call__`; `Stage` times them and counts what went
+through, and the totals land in the shard's stats file.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+
+from .config import JobConfig
+from .output import OutRow, ShardWriter, join, schema, write_bytes_atomic, write_json_atomic
+from .readers import Document, Reject, ShardError, read_shard
+from .redact import redact
+
+
+@dataclass
+class ShardTask:
+    index: int
+    input_url: str
+    name: str  # output name (no extension)
+
+    def out(self, cfg: JobConfig, kind: str) -> str:
+        ext = {"shards": "parquet", "_rejects": "jsonl"}.get(kind, "json")
+        return join(cfg.output, kind, f"{self.name}.{ext}")
+
+
+@dataclass
+class ShardResult:
+    name: str
+    input_url: str
+    status: str  # "done" or "failed"
+    reason: str = ""
+    docs_in: int = 0
+    docs_out: int = 0
+    rejects: int = 0
+    bytes_in: int = 0
+    symbols_out: int = 0
+    segments: int = 0
+    unique_segments: int = 0
+    cache_hits: int = 0
+    coded_bytes: int = 0
+    stage_seconds: dict = field(default_factory=dict)
+    parquet: dict = field(default_factory=dict)  # rows, bytes, sha256
+
+
+class Stage:
+    """Base of the pipeline stages: wall time and items per stage."""
+
+    name = "stage"
+
+    def __init__(self, result: ShardResult):
+        self.result = result
+
+    def timed(self, fn, *args):
+        t = time.perf_counter()
+        try:
+            return fn(*args)
+        finally:
+            d = self.result.stage_seconds
+            d[self.name] = d.get(self.name, 0.0) + time.perf_counter() - t
+
+
+class Segment(Stage):
+    name = "segment"
+
+    def __init__(self, result, backend, thresholds):
+        super().__init__(result)
+        self.backend, self.thresholds = backend, thresholds
+
+    def __call__(self, docs: list[bytes]) -> list[np.ndarray]:
+        return self.timed(self.backend.segment, docs, self.thresholds)
+
+
+class Code(Stage):
+    """Cache lookups, coding of the misses on the backend, packing."""
+
+    name = "code"
+
+    def __init__(self, result, backend, cache):
+        super().__init__(result)
+        self.backend, self.cache = backend, cache
+
+    def __call__(self, docs, offs):
+        records, st = self.timed(self.backend.compress, docs, offs, self.cache)
+        r = self.result
+        r.segments += st.segments
+        r.unique_segments += st.unique_segments
+        r.cache_hits += st.cache_hits
+        r.coded_bytes += st.coded_bytes
+        return records
+
+
+class Write(Stage):
+    name = "write"
+
+    def __init__(self, result, writer: ShardWriter, store_raw: bool):
+        super().__init__(result)
+        self.writer, self.store_raw = writer, store_raw
+
+    def __call__(self, docs: list[Document], records) -> None:
+        rows = [
+            OutRow(
+                doc_id=d.id, source=redact(d.shard), source_row=d.row, raw=d.data if self.store_raw else None,
+                n_bytes=len(d.data), symbols=r.symbols, seg_offsets=r.seg_off, seg_symbol_offsets=r.sym_off,
+                seg_window_offsets=r.win_off, window_bytes=r.window_counts,
+            )
+            for d, r in zip(docs, records)
+        ]
+        self.timed(self.writer.write, rows)
+        self.result.docs_out += len(rows)
+        self.result.symbols_out += sum(len(r.symbols) for r in records)
+
+
+def process_shard(task: ShardTask, cfg: JobConfig, backend, cache, thresholds, meta: dict, progress=None) -> ShardResult:
+    """Read, compress and commit one shard. Raises ShardError for unreadable input (the
+    caller records the shard as failed); output appears only when everything worked."""
+    res = ShardResult(task.name, task.input_url, "done")
+    sch = schema(backend.symbol_type)
+    writer = ShardWriter(task.out(cfg, "shards"), sch, {**meta, "source": redact(task.input_url)},
+                         cfg.output_format.compression, cfg.storage_options)
+    segment, code = Segment(res, backend, thresholds), Code(res, backend, cache)
+    write = Write(res, writer, cfg.output_format.store_raw)
+    rejects: list[Reject] = []
+    batch: list[Document] = []
+    batch_bytes = 0
+
+    def flush():
+        nonlocal batch, batch_bytes
+        if batch:
+            datas = [d.data for d in batch]
+            write(batch, code(datas, segment(datas)))
+            if progress is not None:
+                progress(len(batch), batch_bytes)
+        batch, batch_bytes = [], 0
+
+    t0 = time.perf_counter()
+    try:
+        for item in read_shard(task.input_url, cfg.reader, cfg.storage_options):
+            res.docs_in += 1
+            if isinstance(item, Reject):
+                rejects.append(item)
+                continue
+            if not item.data:
+                rejects.append(Reject(item.shard, item.row, item.id, "empty document"))
+                continue
+            res.bytes_in += len(item.data)
+            batch.append(item)
+            batch_bytes += len(item.data)
+            if batch_bytes >= cfg.run.batch_bytes:
+                flush()
+        flush()
+    except BaseException:
+        writer.abort()
+        raise
+    res.stage_seconds["total"] = time.perf_counter() - t0
+    res.rejects = len(rejects)
+    reject_lines = b"".join(
+        (json.dumps({"source": redact(r.shard), "row": r.row, "id": r.id, "reason": redact(r.reason)}) + "\n").encode()
+        for r in rejects
+    )
+    res.parquet = writer.commit()
+    write_bytes_atomic(task.out(cfg, "_rejects"), reject_lines, cfg.storage_options)
+    return res
+
+
+def commit_marker(task: ShardTask, cfg: JobConfig, res: ShardResult, meta: dict) -> None:
+    """Stats, then the completion marker (last: it is what makes the shard done)."""
+    write_json_atomic(task.out(cfg, "_stats"), asdict(res), cfg.storage_options)
+    marker = {
+        "name": task.name, "input": redact(task.input_url), "rows": res.docs_out, "rejects": res.rejects,
+        "docs_in": res.docs_in, "bytes_in": res.bytes_in, "symbols_out": res.symbols_out,
+        "parquet": res.parquet, "namespace": meta.get("namespace"), "fingerprint": meta.get("fingerprint"),
+    }
+    write_json_atomic(task.out(cfg, "_done"), marker, cfg.storage_options)
+
+
+def mark_failed(task: ShardTask, cfg: JobConfig, err: BaseException) -> ShardResult:
+    if isinstance(err, ShardError):
+        reason = str(err)
+    else:
+        reason = f"{task.input_url}: {type(err).__name__}: {err}"
+    reason = redact(reason)
+    write_json_atomic(task.out(cfg, "_failed"), {"name": task.name, "input": redact(task.input_url), "reason": reason},
+                      cfg.storage_options)
+    return ShardResult(task.name, task.input_url, "failed", reason=reason)

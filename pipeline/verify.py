@@ -1,0 +1,105 @@
+"""`proxycomp verify`: decode a sample of output documents with the model and compare
+them with the raw bytes (stored, or re-read from the input), and check every done
+shard's Parquet against the checksum in its marker."""
+
+from __future__ import annotations
+
+import hashlib
+
+import fsspec
+import numpy as np
+import pyarrow.parquet as pq
+
+from coder import CoderConfig, Packed, Windows, unpack
+
+from .config import JobConfig
+from .job import plan_tasks
+from .output import read_json, read_metadata
+from .readers import Document, read_shard
+from .redact import redact
+
+
+def _sha256(url: str, so: dict) -> str:
+    h = hashlib.sha256()
+    with fsspec.open(url, "rb", **so) as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def verify_output(cfg: JobConfig, sample: int, seed: int = 0, service=None, log=print) -> dict:
+    from .service import ModelService, read_checkpoint
+
+    so = cfg.storage_options
+    tasks = [t for t in plan_tasks(cfg) if fsspec.core.url_to_fs(t.out(cfg, "_done"), **so)[0].exists(
+        fsspec.core.url_to_fs(t.out(cfg, "_done"), **so)[1])]
+    report = {"shards": len(tasks), "checksum_failures": [], "checked_docs": 0, "ok_docs": 0, "failed_docs": []}
+    rows = []  # (task, row index in the parquet)
+    for t in tasks:
+        marker = read_json(t.out(cfg, "_done"), so)
+        if _sha256(t.out(cfg, "shards"), so) != marker["parquet"]["sha256"]:
+            report["checksum_failures"].append(t.name)
+        rows += [(t, i) for i in range(marker["rows"])]
+    rng = np.random.default_rng(seed)
+    picked = sorted(rng.choice(len(rows), size=min(sample, len(rows)), replace=False).tolist()) if rows else []
+    if picked:
+        service = service or ModelService(cfg, read_checkpoint(cfg.model.checkpoint, so))
+        info = service.info()
+        by_task: dict = {}
+        for i in picked:
+            t, r = rows[i]
+            by_task.setdefault(t.name, (t, []))[1].append(r)
+        for t, wanted in by_task.values():
+            _verify_rows(cfg, t, wanted, service, info, report)
+    report["ok"] = not report["checksum_failures"] and report["ok_docs"] == report["checked_docs"]
+    return report
+
+
+def _verify_rows(cfg, task, wanted, service, info, report):
+    so = cfg.storage_options
+    with fsspec.open(task.out(cfg, "shards"), "rb", **so) as f:
+        pf = pq.ParquetFile(f)
+        meta = read_metadata(pf)
+        table = pf.read().take(wanted)
+    if meta.get("namespace") != info["namespace"]:
+        report["failed_docs"] += [{"shard": task.name, "row": r, "reason": "made by a different compressor/numerics "
+                                   f"({meta.get('numerics')}); verify with the same model and device kind"} for r in wanted]
+        report["checked_docs"] += len(wanted)
+        return
+    coder = CoderConfig(**meta["coder"])
+    raws = table.column("raw").to_pylist()
+    if any(r is None for r in raws):  # raw bytes not stored: re-read the input rows
+        by_row = {d.row: d.data for d in read_shard(task.input_url, cfg.reader, so) if isinstance(d, Document)}
+        raws = [by_row.get(r) for r in table.column("source_row").to_pylist()]
+    seg_offs, codes, counts, win_offs, base = [np.zeros(1, np.int64)], [], [], [np.zeros(1, np.int64)], [0, 0]
+    for i in range(table.num_rows):
+        so_ = np.asarray(table.column("seg_offsets")[i].as_py(), np.int64)
+        sym = np.asarray(table.column("symbols")[i].as_py(), np.uint16)
+        sym_off = np.asarray(table.column("seg_symbol_offsets")[i].as_py(), np.int64)
+        wo = np.asarray(table.column("seg_window_offsets")[i].as_py(), np.int64)
+        c, _ = unpack(Packed(sym, sym_off), np.diff(wo), coder)
+        codes.append(c)
+        counts.append(np.asarray(table.column("window_bytes")[i].as_py(), np.int32))
+        seg_offs.append(so_[1:] + base[0])
+        win_offs.append(wo[1:] + base[1])
+        base[0] += int(so_[-1])
+        base[1] += len(c)
+    seg_off = np.concatenate(seg_offs)
+    win = Windows(np.concatenate(codes) if codes else np.zeros(0, np.uint32),
+                  np.concatenate(counts) if counts else np.zeros(0, np.int32), np.concatenate(win_offs))
+    data, bad = service.decode(win, seg_off)
+    pos = 0
+    seg_i = 0
+    for i, r in enumerate(wanted):
+        n = int(table.column("n_bytes")[i].as_py())
+        n_seg = len(table.column("seg_offsets")[i].as_py()) - 1
+        got = data[pos : pos + n].tobytes()
+        ok = raws[i] is not None and got == raws[i] and not bad[seg_i : seg_i + n_seg].any()
+        report["checked_docs"] += 1
+        if ok:
+            report["ok_docs"] += 1
+        else:
+            report["failed_docs"].append({"shard": task.name, "row": r, "source": redact(task.input_url),
+                                          "reason": "decoded bytes differ from the original"})
+        pos += n
+        seg_i += n_seg

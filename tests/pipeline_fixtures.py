@@ -1,0 +1,40 @@
+"""Real inputs (stdlib source shards), a tiny checkpoint and job configs for pipeline tests."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+import torch
+
+from pipeline.config import load_config
+from pipeline.sample import stdlib_files, take_bytes, write_shards
+from tests.engine_fixtures import tiny_model
+
+
+def tiny_checkpoint(path: Path) -> str:
+    torch.save(tiny_model().to_checkpoint(), path)
+    return str(path)
+
+
+def make_input(root: Path, n_shards: int = 3, max_bytes: int = 24_000, fmt: str = "jsonl.zst") -> list[Path]:
+    files = take_bytes([f for f in stdlib_files("heldout") if len(f.text) < 6000], max_bytes)
+    return write_shards(files, root, n_shards, fmt)
+
+
+def job_config(inp: str, out: str, ckpt: str, *extra: str, storage_options: dict | None = None):
+    overrides = [
+        f"input={json.dumps(inp)}", f"output={json.dumps(out)}", f"model.checkpoint={json.dumps(ckpt)}",
+        "run.address=local", "run.progress=false", "run.torch_threads=1", "run.batch_bytes=8000",
+        "run.shard_workers=2", "run.calibration_bytes=20000",
+        "engine.lanes=16", "engine.group=8", "segment.rows=4", "cache.shards=2",
+        *extra,
+    ]
+    if storage_options:
+        overrides.append(f"storage_options={json.dumps(storage_options)}")
+    return load_config(None, overrides)
+
+
+def sha256(path) -> str:
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()

@@ -1,0 +1,132 @@
+"""The neural compressor end to end with a tiny model: lossless, deterministic,
+batch-invariant, cache-consistent, and verification that catches tampering."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from cache.local import LocalSegmentCache
+from compressor_model.engine import NeuralCompressor, Precision
+from compressor_model.model import ByteLM, load_checkpoint
+from compressor_model.segment import SegmentConfig, SegmenterKind
+from tests.engine_fixtures import code_docs, tiny_compressor
+
+
+@pytest.fixture(scope="module")
+def comp():
+    return tiny_compressor()
+
+
+@pytest.fixture(scope="module")
+def thresholds(comp):
+    return comp.calibrate(list(code_docs(4)))
+
+
+def records_equal(a, b):
+    fields = ("seg_off", "win_off", "window_counts", "window_codes", "sym_off", "symbols")
+    return all(np.array_equal(getattr(a, f), getattr(b, f)) for f in fields) and a.n_bytes == b.n_bytes
+
+
+def test_round_trip_on_real_code(comp, thresholds):
+    docs = list(code_docs(12)) + [b"", b"x", b"\x00" * 100, "ünïcödé ✓\n".encode()]
+    records = comp.compress(docs, thresholds)
+    assert comp.verify(records, docs) == [True] * len(docs)
+    for r, d in zip(records, docs):
+        assert r.seg_off[0] == 0 and r.seg_off[-1] == len(d)
+        assert np.maximum(r.window_counts, 1).sum() == len(d)
+        assert (r.window_counts <= comp.cfg.max_window_bytes).all()
+
+
+def test_deterministic_and_independent_of_batching(comp, thresholds):
+    docs = list(code_docs(8))
+    together = comp.compress(docs, thresholds)
+    again = comp.compress(docs, thresholds)
+    reversed_ = comp.compress(docs[::-1], thresholds)[::-1]
+    alone = [comp.compress([d], thresholds)[0] for d in docs]
+    other_lanes = tiny_compressor(lanes=32).compress(docs[3:5], thresholds)
+    for i in range(len(docs)):
+        assert records_equal(together[i], again[i])
+        assert records_equal(together[i], reversed_[i])
+        assert records_equal(together[i], alone[i])
+    assert records_equal(together[3], other_lanes[0]) and records_equal(together[4], other_lanes[1])
+
+
+def test_cache_serves_identical_records_and_rejects_bad_entries(comp, thresholds):
+    docs = list(code_docs(6))
+    cache = LocalSegmentCache()
+    first = comp.compress(docs, thresholds, cache=cache)
+    assert sum(r.cache_hits for r in first) == 0 and len(cache) > 0
+    second = comp.compress(docs, thresholds, cache=cache)
+    assert all(r.cache_hits == len(r.seg_off) - 1 for r in second)
+    assert all(records_equal(a, b) for a, b in zip(first, second))
+    # Corrupt every entry: the compressor must notice and recompute, same output.
+    for k in list(cache._d):
+        blob = bytearray(cache._d[k])
+        blob[-1] ^= 0xFF
+        cache._d[k] = bytes(blob)
+    third = comp.compress(docs, thresholds, cache=cache)
+    assert sum(r.cache_hits for r in third) == 0
+    assert all(records_equal(a, b) for a, b in zip(first, third))
+    # A compressor with other settings has its own namespace: no cross hits.
+    other = tiny_compressor(max_window_bytes=16)
+    assert other.namespace != comp.namespace
+    assert sum(r.cache_hits for r in other.compress(docs, thresholds, cache=cache)) == 0
+
+
+def test_verify_catches_tampering(comp, thresholds):
+    docs = list(code_docs(3))
+    recs = comp.compress(docs, thresholds)
+    bad = recs[1]
+    bad.window_codes = bad.window_codes.copy()
+    bad.window_codes[len(bad.window_codes) // 2] ^= 0x1
+    assert comp.verify(recs, docs) == [True, False, True]
+    assert comp.verify(comp.compress(docs, thresholds), [docs[0], docs[1][:-1] + b"?", docs[2]]) == [True, False, True]
+
+
+@pytest.mark.parametrize("kind", [SegmenterKind.NEWLINE, SegmenterKind.FIXED])
+def test_other_segmenters_round_trip(kind):
+    comp = tiny_compressor(seg=SegmentConfig(kind=kind, rows=4, fixed_bytes=40))
+    docs = list(code_docs(4))
+    recs = comp.compress(docs)
+    assert comp.verify(recs, docs) == [True] * 4
+    assert comp.stats.seg_positions == 0  # no model work for these segmenters
+
+
+@pytest.mark.parametrize("window_bits,symbol_bits", [(8, 8), (8, 16), (32, 16)])
+def test_other_window_and_symbol_sizes(window_bits, symbol_bits, thresholds):
+    comp = tiny_compressor(window_bits=window_bits, symbol_bits=symbol_bits)
+    docs = list(code_docs(4))
+    recs = comp.compress(docs, thresholds)
+    assert comp.verify(recs, docs) == [True] * 4
+
+
+def test_fp32_precision_round_trip(thresholds):
+    comp = tiny_compressor(precision=Precision.FP32)
+    docs = list(code_docs(3))
+    assert comp.verify(comp.compress(docs, thresholds), docs) == [True] * 3
+
+
+def test_checkpoints_round_trip_and_refuse_code(tmp_path):
+    comp = tiny_compressor()
+    path = tmp_path / "m.pt"
+    torch.save(comp.model.to_checkpoint(), path)
+    again = NeuralCompressor.load(path, comp.cfg, comp.seg_cfg)
+    assert again.fingerprint == comp.fingerprint and again.namespace == comp.namespace
+    ckpt = load_checkpoint(path)
+    ckpt["model"]["head.weight"][0, 0] += 1.0
+    with pytest.raises(ValueError, match="fingerprint does not match"):
+        ByteLM.from_checkpoint(ckpt)
+
+    class Evil:
+        def __reduce__(self):
+            return (exec, ("open('/tmp/pwned_by_checkpoint', 'w').write('x')",))
+
+    evil = tmp_path / "evil.pt"
+    torch.save({"config": {}, "model": Evil()}, evil)
+    with pytest.raises(Exception, match="(?i)weights_only|unsupported|global"):
+        NeuralCompressor.load(evil)
+    import os
+
+    assert not os.path.exists("/tmp/pwned_by_checkpoint")

@@ -1,0 +1,137 @@
+"""The Ray job on an in-process cluster with real shards: outputs, reruns, bad input."""
+
+from __future__ import annotations
+
+import json
+import zlib
+
+import pyarrow.parquet as pq
+import pytest
+import ray
+import zstandard
+
+from pipeline.cli import main as cli
+from pipeline.job import JobError, run_job, shard_status
+from pipeline.output import read_metadata
+from pipeline.verify import verify_output
+from tests.pipeline_fixtures import job_config, make_input, sha256, tiny_checkpoint
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def cluster():
+    ray.init(address="local", num_cpus=2, include_dashboard=False, logging_level="ERROR")
+    yield
+    ray.shutdown()
+
+
+@pytest.fixture(scope="module")
+def ckpt(tmp_path_factory):
+    return tiny_checkpoint(tmp_path_factory.mktemp("ckpt") / "tiny.pt")
+
+
+@pytest.fixture(scope="module")
+def done_run(cluster, ckpt, tmp_path_factory):
+    root = tmp_path_factory.mktemp("job")
+    make_input(root / "in", n_shards=3)
+    cfg = job_config(str(root / "in"), str(root / "out"), ckpt)
+    summary = run_job(cfg, log=lambda m: None)
+    return cfg, summary, root
+
+
+def test_run_writes_reconciled_verified_parquet(done_run):
+    cfg, summary, root = done_run
+    assert summary.shards_done == 3 and summary.shards_failed == 0
+    assert summary.docs_in == summary.docs_out + summary.rejects and summary.docs_out > 0
+    rows = 0
+    for name in ("part-00000", "part-00001", "part-00002"):
+        marker = json.loads((root / "out" / "_done" / f"{name}.json").read_text())
+        pf = pq.ParquetFile(root / "out" / "shards" / f"{name}.parquet")
+        meta = read_metadata(pf)
+        assert meta["schema_version"] == 1 and meta["compressor"] == "neural"
+        assert meta["fingerprint"] and meta["namespace"] == marker["namespace"]
+        assert meta["coder"]["window_bits"] == 16 and meta["thresholds"]["percentile"] == 95.0
+        t = pf.read()
+        assert t.num_rows == marker["rows"] and marker["parquet"]["sha256"] == sha256(root / "out" / "shards" / f"{name}.parquet")
+        for raw, n, so in zip(t.column("raw").to_pylist(), t.column("n_bytes").to_pylist(), t.column("seg_offsets").to_pylist()):
+            assert len(raw) == n == so[-1]
+        rows += t.num_rows
+    assert rows == summary.docs_out
+    assert (root / "out" / "config.yaml").exists() and (root / "out" / "thresholds.json").exists()
+    manifest = json.loads((root / "out" / "manifest.json").read_text())
+    assert {s["status"] for s in manifest["shards"].values()} == {"done"}
+    rep = verify_output(cfg, sample=1000)
+    assert rep["ok"] and rep["checked_docs"] == rows
+
+
+def test_second_run_skips_and_rerun_is_byte_identical(done_run):
+    cfg, _, root = done_run
+    before = {p.name: sha256(p) for p in (root / "out" / "shards").iterdir()}
+    again = run_job(cfg, log=lambda m: None)
+    assert again.shards_skipped == 3 and again.shards_done == 0
+    rerun = run_job(cfg, shards=["part-00001"], log=lambda m: None)
+    assert rerun.shards_done == 1 and rerun.shards_skipped == 0
+    forced = run_job(cfg, force=True, log=lambda m: None)
+    assert forced.shards_done == 3
+    after = {p.name: sha256(p) for p in (root / "out" / "shards").iterdir()}
+    assert after == before
+    with pytest.raises(JobError, match="no shard matches"):
+        run_job(cfg, shards=["nope"], log=lambda m: None)
+
+
+def test_bad_shards_are_quarantined_and_rows_rejected(cluster, ckpt, tmp_path):
+    inp = tmp_path / "in"
+    make_input(inp, n_shards=2)
+    good = (inp / "part-00000.jsonl.zst").read_bytes()
+    (inp / "truncated.jsonl.zst").write_bytes(good[: len(good) // 2])
+    (inp / "mixed.jsonl").write_text(
+        json.dumps({"id": "a", "content": "x = 1\n"}) + "\n"
+        + "{not json\n"
+        + json.dumps({"id": "b", "text": "def f(): pass\n"}) + "\n"
+        + json.dumps({"id": "c", "content": ""}) + "\n"
+        + json.dumps({"id": "d", "content": 42}) + "\n"
+        + json.dumps(["a list"]) + "\n"
+    )
+    cfg = job_config(str(inp), str(tmp_path / "out"), ckpt)
+    s = run_job(cfg, log=lambda m: None)
+    assert s.shards_done == 3 and s.shards_failed == 1
+    assert "truncated" in s.failed and "truncated.jsonl.zst" in s.failed["truncated"]
+    rejects = [json.loads(line) for line in (tmp_path / "out" / "_rejects" / "mixed.jsonl").read_text().splitlines()]
+    assert [(r["row"], r["reason"].split(":")[0]) for r in rejects] == [
+        (1, "not JSON"), (3, "empty document"), (4, "field 'content' is int, expected text"), (5, "row is a JSON list, not an object"),
+    ]
+    t = pq.read_table(tmp_path / "out" / "shards" / "mixed.parquet")
+    assert t.column("doc_id").to_pylist() == ["a", "b"] and t.column("source_row").to_pylist() == [0, 2]
+    assert s.docs_in == s.docs_out + s.rejects
+    st = shard_status(cfg)
+    assert st["counts"] == {"total": 4, "done": 3, "failed": 1, "pending": 0}
+    assert "truncated.jsonl.zst" in st["failed"]["truncated"]
+
+
+def test_status_and_verify_commands(done_run, capsys):
+    cfg, _, root = done_run
+    out = str(root / "out")
+    assert cli(["status", "--output", out, "--json"]) == 0
+    st = json.loads(capsys.readouterr().out)
+    assert st["counts"]["done"] == 3 and st["totals"]["rows"] > 0
+    assert cli(["verify", "--output", out, "--sample", "5", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["ok_docs"] == 5
+    # A changed byte in a committed Parquet file is caught by its checksum.
+    path = root / "out" / "shards" / "part-00002.parquet"
+    data = bytearray(path.read_bytes())
+    saved = bytes(data)
+    data[len(data) // 2] ^= 0x01
+    path.write_bytes(bytes(data))
+    try:
+        assert cli(["verify", "--output", out, "--sample", "1", "--json"]) == 4
+        assert "part-00002" in json.loads(capsys.readouterr().out)["checksum_failures"]
+    finally:
+        path.write_bytes(saved)
+
+
+def test_incompatible_output_is_refused(done_run, ckpt, tmp_path):
+    cfg, _, root = done_run
+    other = job_config(cfg.input, cfg.output, ckpt, "engine.max_window_bytes=16")
+    with pytest.raises(JobError, match="different compressor or settings"):
+        run_job(other, log=lambda m: None)
