@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed-stamp
 export RAY_USAGE_STATS_ENABLED := 0
 export AWS_EC2_METADATA_DISABLED := true
 
-.PHONY: setup demo test bench
+.PHONY: setup demo test bench bench-all
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -17,10 +17,14 @@ $(STAMP): pyproject.toml constraints.txt
 setup: $(STAMP)
 
 demo: $(STAMP)
-	$(PY) -m coder.bench
+	$(VENV)/bin/proxycomp demo
 
 test: $(STAMP)
 	$(PY) -m pytest -q
 
 bench: $(STAMP)
 	$(PY) -m coder.bench --json
+
+bench-all: bench
+	$(PY) -m compressor_model.bench --json --roundtrip-files 1000
+	$(PY) -m pipeline.bench --json

@@ -138,12 +138,14 @@ class NeuralCompressor:
     # -- construction -------------------------------------------------------------------
 
     @classmethod
-    def load(cls, checkpoint: str | Path | None = None, cfg: EngineConfig = EngineConfig(),
+    def load(cls, checkpoint: str | Path | bytes | None = None, cfg: EngineConfig = EngineConfig(),
              seg_cfg: SegmentConfig = SegmentConfig()) -> "NeuralCompressor":
-        """From a checkpoint file (default: the shipped one), loaded with weights_only."""
+        """From a checkpoint file or its bytes (default: the shipped one), loaded with
+        weights_only=True so that an untrusted file cannot run code."""
         if checkpoint is None:
             checkpoint = resources.files("compressor_model") / "checkpoints" / DEFAULT_CHECKPOINT
-        ckpt = load_checkpoint(Path(checkpoint).read_bytes())
+        data = checkpoint if isinstance(checkpoint, bytes) else Path(checkpoint).read_bytes()
+        ckpt = load_checkpoint(data)
         model = ByteLM.from_checkpoint(ckpt)
         comp = cls(model, ckpt.get("fingerprint") or model.fingerprint(), cfg, seg_cfg)
         comp.training_info = ckpt.get("training", {})

@@ -46,6 +46,7 @@ class TrainConfig:
     seed: int = 1337
     device: str = "auto"  # auto: cuda when present
     threads: int = 0  # torch CPU threads, 0: torch's default
+    stop_after: int = 0  # leave after this many steps in this invocation (time-limited jobs); rerun to go on
 
 
 class Corpus:
@@ -143,7 +144,8 @@ def train(cfg: TrainConfig) -> dict:
     model.train()
     bar = tqdm(total=cfg.steps, initial=step, desc="train", unit="step")
     t0 = time.time() - elapsed
-    while step < cfg.steps:
+    stop_at = min(cfg.steps, step + cfg.stop_after) if cfg.stop_after else cfg.steps
+    while step < stop_at:
         for g in opt.param_groups:
             g["lr"] = lr_at(step, cfg)
         x, y = train_data.batch(np.random.default_rng([cfg.seed, step]), cfg.batch_size, seq_len)
@@ -162,11 +164,14 @@ def train(cfg: TrainConfig) -> dict:
             rec["heldout_bits_per_byte"] = bits_per_byte(model, heldout, cfg, seq_len, device, autocast)
             bar.write(f"step {step}: held-out {rec['heldout_bits_per_byte']:.4f} bits/byte")
         log.write(json.dumps(rec) + "\n")
-        if step % cfg.ckpt_every == 0 or step == cfg.steps:
+        if step % cfg.ckpt_every == 0 or step == stop_at:
             log.flush()
             save_atomic({"model": model.state_dict(), "optimizer": opt.state_dict(), "step": step,
                          "elapsed": time.time() - t0, "config": asdict(cfg)}, state_path)
     bar.close()
+    if step < cfg.steps:
+        print(f"stopped at step {step} of {cfg.steps}; run the same command again to continue")
+        return {"steps": step, "stopped": True}
     wall = time.time() - t0
     result = {
         "steps": step,

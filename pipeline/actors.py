@@ -11,7 +11,7 @@ from coder import FORMAT_VERSION
 
 from .config import JobConfig, to_dict
 from .redact import redact
-from .service import CacheService, ModelService, NeuralBackend, ShardedCache, read_checkpoint
+from .service import CacheService, ModelService, NeuralBackend, ShardedCache
 from .shard import ShardResult, ShardTask, commit_marker, mark_failed, process_shard
 
 
@@ -54,23 +54,50 @@ class ActorContext:
         from .job import default_torch_threads
 
         self.cfg, self.started_ray = cfg, started_ray
-        ckpt = read_checkpoint(cfg.model.checkpoint, cfg.storage_options)
-        ckpt_ref = ray.put(ckpt)
+        self.models, self.caches = [], []
+        self._check_resources()
         Model = ray.remote(ModelService).options(
             num_cpus=cfg.run.cpus_per_actor, num_gpus=cfg.run.gpus_per_actor, max_restarts=-1, max_task_retries=0
         )
         threads = default_torch_threads(cfg)
-        self.models = [Model.remote(cfg, ckpt_ref, threads) for _ in range(cfg.run.model_actors)]
+        # Actors read the checkpoint themselves (any fsspec URL every node can reach), so
+        # a restarted actor needs nothing from the driver.
+        self.models = [Model.remote(cfg, threads) for _ in range(cfg.run.model_actors)]
         Cache = ray.remote(CacheService).options(num_cpus=0, max_restarts=-1)
         self.caches = [Cache.remote(cfg.cache.max_bytes_per_shard) for _ in range(cfg.cache.shards)] if cfg.cache.enabled else []
         self.progress = ray.remote(Progress).options(num_cpus=0).remote()
-        info = ray.get(self.models[0].info.remote())
+        try:
+            info = ray.get(self.models[0].info.remote())
+        except ray.exceptions.RayError as e:
+            from .job import JobError
+
+            self.shutdown()
+            raise JobError(f"the model actor could not start: {_creation_error(e)}") from None
         self.meta = {
             **info,
             "coder_format_version": FORMAT_VERSION,
             "config": _redacted(to_dict(cfg)),
         }
         self.task_fn = ray.remote(shard_task).options(num_cpus=cfg.run.shard_cpus, max_retries=0)
+
+    def _check_resources(self):
+        """Fail fast, not hang, when the model actors leave no CPU for a shard task."""
+        import ray
+
+        from .job import JobError
+
+        r = self.cfg.run
+        need = r.model_actors * r.cpus_per_actor + r.shard_cpus
+        have = ray.cluster_resources().get("CPU", 0.0)
+        gpus = ray.cluster_resources().get("GPU", 0.0)
+        if need > have or r.model_actors * r.gpus_per_actor > gpus:
+            msg = (f"this Ray cluster has {have:g} CPUs and {gpus:g} GPUs; {r.model_actors} model actor(s) x "
+                   f"{r.cpus_per_actor:g} CPU / {r.gpus_per_actor:g} GPU plus one shard task ({r.shard_cpus:g} CPU) "
+                   "do not fit: lower run.model_actors, run.cpus_per_actor or run.shard_cpus")
+            if self.started_ray:  # a cluster of our own will not grow
+                self.shutdown()
+                raise JobError(msg)
+            print(f"[proxycomp] warning: {msg} (waiting in case the cluster scales up)", file=sys.stderr)
 
     def calibrate(self, docs):
         import ray
@@ -131,6 +158,12 @@ class ActorContext:
                 pass
         if self.started_ray:
             ray.shutdown()
+
+
+def _creation_error(e: BaseException) -> str:
+    """The last line of the actor's traceback: the actual error, not Ray's wrapping."""
+    lines = [ln for ln in str(e).strip().splitlines() if ln.strip()]
+    return redact(lines[-1] if lines else type(e).__name__)
 
 
 def _root_cause(e: BaseException) -> BaseException:

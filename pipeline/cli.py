@@ -147,7 +147,7 @@ def cmd_demo(a) -> int:
          f"in {a.shards} shards under {inp}")
     overrides = [f"input={json.dumps(inp)}", f"output={json.dumps(out)}", "run.address=local"]
     cfg = load_config(None, overrides)
-    summary = run_job(cfg, None, a.force, log=_log)
+    summary = run_job(cfg, None, True, log=_log)  # always redo: the demo shows the whole job
     print(summary.text())
     rep = verify_output(cfg, a.verify_sample, log=_log)
     print(f"verify: {rep['ok_docs']} of {rep['checked_docs']} sampled documents decode exactly; "
@@ -194,7 +194,6 @@ def main(argv=None) -> int:
     p.add_argument("--max-bytes", type=int, default=300_000)
     p.add_argument("--shards", type=int, default=4)
     p.add_argument("--verify-sample", type=int, default=40)
-    p.add_argument("--force", action="store_true")
     p.set_defaults(fn=cmd_demo)
 
     a = ap.parse_args(argv)

@@ -60,7 +60,7 @@ class RunConfig:
     torch_threads: int = 0  # 0: cpus_per_actor
     shard_workers: int = 2  # shard tasks in flight (readers/packers/writers)
     shard_cpus: float = 0.5  # Ray CPUs reserved per shard task
-    batch_bytes: int = 256 << 10  # document bytes per model call
+    batch_bytes: int = 512 << 10  # document bytes per model call
     max_retries: int = 2  # per shard, on worker, actor or storage failure
     calibration_bytes: int = 1 << 20  # sample size for the segmentation thresholds
     progress: bool = True

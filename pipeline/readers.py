@@ -9,7 +9,6 @@ read at all raises `ShardError` with the same details. Nothing is skipped silent
 from __future__ import annotations
 
 import enum
-import io
 import json
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -124,19 +123,55 @@ def read_shard(url: str, cfg: ReaderConfig = ReaderConfig(), storage_options: di
             yield from _jsonl(url, f, parse, fmt is ShardFormat.JSONL_ZST)
 
 
+class _Truncated(Exception):
+    pass
+
+
+def _zstd_chunks(f, chunk: int = 1 << 20):
+    """Decompressed bytes of every zstd frame in f; raises _Truncated when the data
+    ends inside a frame (zstandard's readers return a short read silently)."""
+    dctx = zstandard.ZstdDecompressor()
+    d = dctx.decompressobj()
+    inside = False
+    while data := f.read(chunk):
+        while data:
+            yield d.decompress(data)
+            inside = True
+            if d.eof:
+                data, d, inside = d.unused_data, dctx.decompressobj(), False
+            else:
+                data = b""
+    if inside:
+        raise _Truncated("the zstd stream ends in the middle of a frame (truncated file)")
+
+
+def _lines(f, zst: bool):
+    if not zst:
+        yield from f
+        return
+    parts: list[bytes] = []  # pieces of the current line (a line may span many chunks)
+    for piece in _zstd_chunks(f):
+        start = 0
+        while (end := piece.find(b"\n", start)) >= 0:
+            parts.append(piece[start : end + 1])
+            yield b"".join(parts)
+            parts, start = [], end + 1
+        if start < len(piece):
+            parts.append(piece[start:])
+    if parts:
+        yield b"".join(parts)
+
+
 def _jsonl(url, f, parse, zst: bool):
-    stream = zstandard.ZstdDecompressor().stream_reader(f, read_across_frames=True) if zst else f
-    reader = io.BufferedReader(stream, 1 << 20) if zst else f
+    lines = _lines(f, zst)
     row = 0
     while True:
         try:
-            line = reader.readline()
-        except (zstandard.ZstdError, OSError, EOFError) as e:
-            raise ShardError(url, row, f"cannot read further: {_describe(e)}") from None
-        if not line:
+            line = next(lines)
+        except StopIteration:
             break
-        if zst and not line.endswith(b"\n"):
-            _check_zstd_end(url, row, reader)
+        except (zstandard.ZstdError, _Truncated, OSError, EOFError) as e:
+            raise ShardError(url, row, f"cannot read further: {_describe(e)}") from None
         if line.strip():
             try:
                 rec = json.loads(line)
@@ -145,14 +180,6 @@ def _jsonl(url, f, parse, zst: bool):
             else:
                 yield parse(row, rec)
         row += 1
-
-
-def _check_zstd_end(url, row, reader):
-    """A last line without newline is fine only if the zstd stream really ended."""
-    try:
-        reader.read(1)
-    except (zstandard.ZstdError, OSError, EOFError) as e:
-        raise ShardError(url, row, f"cannot read further: {_describe(e)}") from None
 
 
 def _parquet(url, f, parse):

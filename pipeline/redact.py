@@ -6,7 +6,7 @@ import re
 
 _PATTERNS = [
     # user:password@ in URLs
-    (re.compile(r"(?P<pre>[a-zA-Z][a-zA-Z0-9+.-]*://)[^/@\s:]+:[^/@\s]+@"), r"\g<pre>***@"),
+    (re.compile(r"(?P<pre>[a-zA-Z][a-zA-Z0-9+.-]*://)[^/@\s:]+:[^@\s]+@"), r"\g<pre>***@"),
     # key=value / "key": "value" for secret-looking keys
     (
         re.compile(

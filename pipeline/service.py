@@ -23,18 +23,11 @@ from .config import CacheConfig, JobConfig
 
 
 class ModelService:
-    def __init__(self, cfg: JobConfig, checkpoint_bytes: bytes | None = None, torch_threads: int = 0):
+    def __init__(self, cfg: JobConfig, torch_threads: int = 0):
         if torch_threads:
             torch.set_num_threads(torch_threads)
-        import tempfile
-
-        if checkpoint_bytes is None:
-            self.comp = NeuralCompressor.load(None, cfg.engine, cfg.segment)
-        else:
-            with tempfile.NamedTemporaryFile(suffix=".pt") as f:
-                f.write(checkpoint_bytes)
-                f.flush()
-                self.comp = NeuralCompressor.load(f.name, cfg.engine, cfg.segment)
+        self.comp = NeuralCompressor.load(read_checkpoint(cfg.model.checkpoint, cfg.storage_options),
+                                          cfg.engine, cfg.segment)
 
     def info(self) -> dict:
         c = self.comp

@@ -28,7 +28,7 @@ def _sha256(url: str, so: dict) -> str:
 
 
 def verify_output(cfg: JobConfig, sample: int, seed: int = 0, service=None, log=print) -> dict:
-    from .service import ModelService, read_checkpoint
+    from .service import ModelService
 
     so = cfg.storage_options
     tasks = [t for t in plan_tasks(cfg) if fsspec.core.url_to_fs(t.out(cfg, "_done"), **so)[0].exists(
@@ -43,7 +43,7 @@ def verify_output(cfg: JobConfig, sample: int, seed: int = 0, service=None, log=
     rng = np.random.default_rng(seed)
     picked = sorted(rng.choice(len(rows), size=min(sample, len(rows)), replace=False).tolist()) if rows else []
     if picked:
-        service = service or ModelService(cfg, read_checkpoint(cfg.model.checkpoint, so))
+        service = service or ModelService(cfg)
         info = service.info()
         by_task: dict = {}
         for i in picked:
