@@ -9,7 +9,8 @@ from dataclasses import asdict
 
 from coder import FORMAT_VERSION
 
-from .config import JobConfig, to_dict
+from .compressors import REGISTRY
+from .config import Compressor, JobConfig, to_dict
 from .redact import redact
 from .service import CacheService, ModelService, NeuralBackend, ShardedCache
 from .shard import ShardResult, ShardTask, commit_marker, mark_failed, process_shard
@@ -29,13 +30,20 @@ class Progress:
         return self.docs, self.bytes
 
 
+def make_backend(cfg: JobConfig, service=None):
+    """The shard worker's compressor: the model actor's, or a CPU-only one from the registry."""
+    if cfg.model.compressor is Compressor.NEURAL:
+        return NeuralBackend(service, remote=True)
+    return REGISTRY[cfg.model.compressor](cfg)
+
+
 def shard_task(task: ShardTask, cfg: JobConfig, service, caches, thresholds, meta, progress) -> ShardResult:
     """Body of one Ray task. Input problems come back as a failed result (permanent);
     anything else raises so the driver can retry the shard."""
-    from .readers import ShardError
     from .job import remove
+    from .readers import ShardError
 
-    backend = NeuralBackend(service, remote=True)
+    backend = make_backend(cfg, service)
     cache = ShardedCache(caches, cfg.cache) if caches else None
     report = (lambda d, b: progress.add.remote(d, b)) if progress is not None else None
     try:
@@ -56,23 +64,27 @@ class ActorContext:
         self.cfg, self.started_ray = cfg, started_ray
         self.models, self.caches = [], []
         self._check_resources()
-        Model = ray.remote(ModelService).options(
-            num_cpus=cfg.run.cpus_per_actor, num_gpus=cfg.run.gpus_per_actor, max_restarts=-1, max_task_retries=0
-        )
-        threads = default_torch_threads(cfg)
-        # Actors read the checkpoint themselves (any fsspec URL every node can reach), so
-        # a restarted actor needs nothing from the driver.
-        self.models = [Model.remote(cfg, threads) for _ in range(cfg.run.model_actors)]
-        Cache = ray.remote(CacheService).options(num_cpus=0, max_restarts=-1)
-        self.caches = [Cache.remote(cfg.cache.max_bytes_per_shard) for _ in range(cfg.cache.shards)] if cfg.cache.enabled else []
         self.progress = ray.remote(Progress).options(num_cpus=0).remote()
-        try:
-            info = ray.get(self.models[0].info.remote())
-        except ray.exceptions.RayError as e:
-            from .job import JobError
+        if cfg.model.compressor is not Compressor.NEURAL:  # CPU-only compressors run in the shard tasks
+            info = make_backend(cfg).info
+        else:
+            Model = ray.remote(ModelService).options(
+                num_cpus=cfg.run.cpus_per_actor, num_gpus=cfg.run.gpus_per_actor, max_restarts=-1, max_task_retries=0
+            )
+            threads = default_torch_threads(cfg)
+            # Actors read the checkpoint themselves (any fsspec URL every node can reach), so
+            # a restarted actor needs nothing from the driver.
+            self.models = [Model.remote(cfg, threads) for _ in range(cfg.run.model_actors)]
+            if cfg.cache.enabled:
+                Cache = ray.remote(CacheService).options(num_cpus=0, max_restarts=-1)
+                self.caches = [Cache.remote(cfg.cache.max_bytes_per_shard) for _ in range(cfg.cache.shards)]
+            try:
+                info = ray.get(self.models[0].info.remote())
+            except ray.exceptions.RayError as e:
+                from .job import JobError
 
-            self.shutdown()
-            raise JobError(f"the model actor could not start: {_creation_error(e)}") from None
+                self.shutdown()
+                raise JobError(f"the model actor could not start: {_creation_error(e)}") from None
         self.meta = {
             **info,
             "coder_format_version": FORMAT_VERSION,
@@ -87,6 +99,8 @@ class ActorContext:
         from .job import JobError
 
         r = self.cfg.run
+        if self.cfg.model.compressor is not Compressor.NEURAL:
+            return
         need = r.model_actors * r.cpus_per_actor + r.shard_cpus
         have = ray.cluster_resources().get("CPU", 0.0)
         gpus = ray.cluster_resources().get("GPU", 0.0)
@@ -124,7 +138,7 @@ class ActorContext:
         while queue or inflight:
             while queue and len(inflight) < cfg.run.shard_workers:
                 task, attempt = queue.pop(0)
-                model = self.models[n % len(self.models)]
+                model = self.models[n % len(self.models)] if self.models else None
                 n += 1
                 ref = self.task_fn.remote(task, cfg, model, self.caches, thresholds, meta, self.progress)
                 inflight[ref] = (task, attempt)
@@ -151,7 +165,9 @@ class ActorContext:
     def shutdown(self):
         import ray
 
-        for a in self.models + self.caches:
+        for a in self.models + self.caches + [getattr(self, "progress", None)]:
+            if a is None:
+                continue
             try:
                 ray.kill(a)
             except Exception:  # noqa: BLE001

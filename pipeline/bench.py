@@ -1,8 +1,10 @@
 """End-to-end pipeline benchmark: `python -m pipeline.bench --json`.
 
-Runs the real Ray job (local cluster, shipped model) over shards of real code (this
-Python's standard library) once per worker count, and prints one JSON object with
-bytes/s end to end, the segment cache hit rate and the compression rate.
+Runs the real Ray job (local cluster, shipped model) over shards of real code (held-out
+files of this Python's standard library) once per worker count, and prints one JSON
+object with bytes/s end to end, the segment cache hit rate and the compression rate;
+then runs the tokenizer and gzip compressors on the same input for bytes per symbol
+side by side.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ from .job import run_job
 from .sample import stdlib_files, take_bytes, write_shards
 
 
-def run(workers: list[int], max_bytes: int, shards: int, split: str) -> dict:
+def run(workers: list[int], max_bytes: int, shards: int, split: str, compare: bool = True) -> dict:
     import ray
 
     tmp = tempfile.mkdtemp(prefix="proxycomp-bench-")
@@ -60,6 +62,8 @@ def run(workers: list[int], max_bytes: int, shards: int, split: str) -> dict:
                 "cache_hits": s.cache_hits,
                 "distinct_segments_looked_up": s.unique_segments,
             }
+        if compare:
+            out["bytes_per_symbol_by_compressor"] = _compare(tmp, thresholds)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     for w in workers:
@@ -69,15 +73,43 @@ def run(workers: list[int], max_bytes: int, shards: int, split: str) -> dict:
     return out
 
 
+def _compare(tmp: str, thresholds: str | None) -> dict:
+    """Same input, every proxy compressor: raw bytes per symbol side by side. The
+    tokenizer is trained on the standard library's training split, not on the input."""
+    import ray
+
+    from .compressors import train_tokenizer
+
+    tok = os.path.join(tmp, "tokenizer.json")
+    with open(tok, "w") as f:
+        f.write(train_tokenizer([x.text for x in take_bytes(stdlib_files("train"), 5_000_000)], 32000).to_str())
+    rates = {}
+    ray.init(address="local", include_dashboard=False, logging_level="ERROR")
+    try:
+        for comp in ("neural", "tokenizer", "gzip"):
+            dest = os.path.join(tmp, f"cmp-{comp}")
+            os.makedirs(dest)
+            if thresholds:
+                shutil.copy(thresholds, os.path.join(dest, "thresholds.json"))
+            cfg = load_config(None, [f"input={json.dumps(os.path.join(tmp, 'in'))}", f"output={json.dumps(dest)}",
+                                     "run.address=local", "run.progress=false", f"model.compressor={comp}",
+                                     f"model.tokenizer={json.dumps(tok)}"])
+            rates[comp] = run_job(cfg, log=lambda m: None).bytes_per_symbol
+    finally:
+        ray.shutdown()
+    return rates
+
+
 def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--json", action="store_true")
     ap.add_argument("--workers", default="1,2", help="model actor counts to run, comma-separated")
     ap.add_argument("--bytes", type=int, default=600_000)
     ap.add_argument("--shards", type=int, default=8)
-    ap.add_argument("--split", choices=["heldout", "train", "all"], default="all")
+    ap.add_argument("--split", choices=["heldout", "train", "all"], default="heldout")
+    ap.add_argument("--no-compare", action="store_true", help="skip the tokenizer / gzip comparison")
     a = ap.parse_args(argv)
-    res = run([int(w) for w in a.workers.split(",")], a.bytes, a.shards, a.split)
+    res = run([int(w) for w in a.workers.split(",")], a.bytes, a.shards, a.split, not a.no_compare)
     print(json.dumps(res) if a.json else json.dumps(res, indent=2))
 
 

@@ -1,9 +1,11 @@
-"""`proxycomp`: run, calibrate, status, verify, demo.
+"""`proxycomp`: run, calibrate, status, verify, export, train-tokenizer, demo.
 
     proxycomp run --input URL --output URL [--config job.yaml] [--shards NAME,...] [--force]
     proxycomp status --output URL [--json]
     proxycomp verify --output URL [--sample N]
     proxycomp calibrate --input URL --output URL
+    proxycomp export --format lingua-jsonl --output URL --dest DIR
+    proxycomp train-tokenizer --input URL --output tokenizer.json [--vocab-size N]
     proxycomp demo [--output DIR]
 
 Settings: defaults < --config YAML < --set section.field=value (repeatable) < flags.
@@ -18,7 +20,7 @@ import sys
 
 import yaml
 
-from .config import Compressor, JobConfig, apply_override, from_dict, load_config
+from .config import Compressor, JobConfig, from_dict, load_config
 from .redact import redact
 
 
@@ -156,6 +158,34 @@ def cmd_demo(a) -> int:
     return 0 if rep["ok"] and not summary.shards_failed else 4
 
 
+def cmd_export(a) -> int:
+    from .export import export_lingua
+
+    cfg = _output_config(a.output, _storage_options(a.storage_option))
+    written = export_lingua(cfg, a.dest, a.key, log=_log)
+    print(json.dumps({"shards": len(written), "documents": sum(w["rows"] for w in written.values()), "dest": a.dest}))
+    return 0
+
+
+def cmd_train_tokenizer(a) -> int:
+    from .compressors import train_tokenizer
+    from .job import plan_tasks, sample_docs
+
+    cfg = load_config(None, [f"input={json.dumps(a.input)}", "output=\"unused\""])
+    so = _storage_options(a.storage_option)
+    if so:
+        cfg = from_dict(JobConfig, {**_asdict_shallow(cfg), "storage_options": so})
+    texts = [d.decode("utf-8", errors="replace") for d in sample_docs(plan_tasks(cfg), cfg, a.max_bytes)]
+    tok = train_tokenizer(texts, a.vocab_size)
+    import fsspec
+
+    with fsspec.open(a.output, "w", **so) as f:
+        f.write(tok.to_str())
+    print(json.dumps({"vocab_size": tok.get_vocab_size(), "trained_on_bytes": sum(len(t.encode()) for t in texts),
+                      "output": redact(a.output)}))
+    return 0
+
+
 def _log(msg: str) -> None:
     print(f"[proxycomp] {redact(msg)}", file=sys.stderr, flush=True)
 
@@ -188,6 +218,22 @@ def main(argv=None) -> int:
     p.add_argument("--json", action="store_true")
     _common(p)
     p.set_defaults(fn=cmd_verify)
+
+    p = sub.add_parser("export", help="write JSONL for the paper's public trainer (lingua fork)")
+    p.add_argument("--output", required=True, help="a proxycomp output URL")
+    p.add_argument("--format", choices=["lingua-jsonl"], default="lingua-jsonl")
+    p.add_argument("--dest", required=True, help="local directory for <name>.chunk.00.jsonl files")
+    p.add_argument("--key", default="m1_ac_ow16", help="JSONL field for the compressed data (must contain ow<W>)")
+    _common(p)
+    p.set_defaults(fn=cmd_export)
+
+    p = sub.add_parser("train-tokenizer", help="train a byte-level BPE tokenizer for the tokenizer compressor")
+    p.add_argument("--input", required=True, help="corpus shards to sample")
+    p.add_argument("--output", required=True, help="where to write tokenizer.json")
+    p.add_argument("--vocab-size", type=int, default=32000)
+    p.add_argument("--max-bytes", type=int, default=50_000_000, help="sample size")
+    _common(p)
+    p.set_defaults(fn=cmd_train_tokenizer)
 
     p = sub.add_parser("demo", help="compress a slice of this Python's standard library end to end")
     p.add_argument("--output", default="out/demo")

@@ -38,6 +38,7 @@ class ModelService:
             "numerics": c.numerics,
             "coder": {"window_bits": c.cfg.window_bits, "symbol_bits": c.cfg.symbol_bits,
                       "max_window_bytes": c.cfg.max_window_bytes},
+            "n_symbols": 1 << c.cfg.symbol_bits,
             "training": c.training_info,
             "device": str(c.device),
         }

@@ -12,7 +12,8 @@ import pyarrow.parquet as pq
 
 from coder import CoderConfig, Packed, Windows, unpack
 
-from .config import JobConfig
+from .compressors import REGISTRY
+from .config import Compressor, JobConfig
 from .job import plan_tasks
 from .output import read_json, read_metadata
 from .readers import Document, read_shard
@@ -43,8 +44,11 @@ def verify_output(cfg: JobConfig, sample: int, seed: int = 0, service=None, log=
     rng = np.random.default_rng(seed)
     picked = sorted(rng.choice(len(rows), size=min(sample, len(rows)), replace=False).tolist()) if rows else []
     if picked:
-        service = service or ModelService(cfg)
-        info = service.info()
+        if cfg.model.compressor is Compressor.NEURAL:
+            service = service or ModelService(cfg)
+        else:
+            service = service or REGISTRY[cfg.model.compressor](cfg)
+        info = service.info() if callable(getattr(service, "info", None)) else service.info
         by_task: dict = {}
         for i in picked:
             t, r = rows[i]
@@ -66,11 +70,16 @@ def _verify_rows(cfg, task, wanted, service, info, report):
                                    f"({meta.get('numerics')}); verify with the same model and device kind"} for r in wanted]
         report["checked_docs"] += len(wanted)
         return
-    coder = CoderConfig(**meta["coder"])
     raws = table.column("raw").to_pylist()
     if any(r is None for r in raws):  # raw bytes not stored: re-read the input rows
         by_row = {d.row: d.data for d in read_shard(task.input_url, cfg.reader, so) if isinstance(d, Document)}
         raws = [by_row.get(r) for r in table.column("source_row").to_pylist()]
+    if meta.get("compressor") != "neural":  # gzip / tokenizer: decoding needs no model
+        for i, r in enumerate(wanted):
+            got = service.decode_symbols(table.column("symbols")[i].values.to_numpy())
+            _tally(report, task, r, raws[i] is not None and got == raws[i])
+        return
+    coder = CoderConfig(**meta["coder"])
     seg_offs, codes, counts, win_offs, base = [np.zeros(1, np.int64)], [], [], [np.zeros(1, np.int64)], [0, 0]
     for i in range(table.num_rows):
         so_ = np.asarray(table.column("seg_offsets")[i].as_py(), np.int64)
@@ -94,12 +103,15 @@ def _verify_rows(cfg, task, wanted, service, info, report):
         n = int(table.column("n_bytes")[i].as_py())
         n_seg = len(table.column("seg_offsets")[i].as_py()) - 1
         got = data[pos : pos + n].tobytes()
-        ok = raws[i] is not None and got == raws[i] and not bad[seg_i : seg_i + n_seg].any()
-        report["checked_docs"] += 1
-        if ok:
-            report["ok_docs"] += 1
-        else:
-            report["failed_docs"].append({"shard": task.name, "row": r, "source": redact(task.input_url),
-                                          "reason": "decoded bytes differ from the original"})
+        _tally(report, task, r, raws[i] is not None and got == raws[i] and not bad[seg_i : seg_i + n_seg].any())
         pos += n
         seg_i += n_seg
+
+
+def _tally(report: dict, task, row: int, ok: bool) -> None:
+    report["checked_docs"] += 1
+    if ok:
+        report["ok_docs"] += 1
+    else:
+        report["failed_docs"].append({"shard": task.name, "row": row, "source": redact(task.input_url),
+                                      "reason": "decoded bytes differ from the original"})

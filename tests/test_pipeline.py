@@ -135,3 +135,27 @@ def test_incompatible_output_is_refused(done_run, ckpt, tmp_path):
     other = job_config(cfg.input, cfg.output, ckpt, "engine.max_window_bytes=16")
     with pytest.raises(JobError, match="different compressor or settings"):
         run_job(other, log=lambda m: None)
+
+
+@pytest.mark.parametrize("compressor", ["gzip", "tokenizer"])
+def test_other_proxy_compressors_share_pipeline_and_schema(cluster, ckpt, tmp_path, compressor):
+    from pipeline.compressors import train_tokenizer
+    from pipeline.dataset import DatasetConfig, ProxyDataset
+    from pipeline.sample import stdlib_files, take_bytes
+
+    make_input(tmp_path / "in", n_shards=2)
+    tok = tmp_path / "tokenizer.json"
+    tok.write_text(train_tokenizer([f.text for f in take_bytes(stdlib_files("train"), 300_000)], 1000).to_str())
+    cfg = job_config(str(tmp_path / "in"), str(tmp_path / "out"), ckpt, f"model.compressor={compressor}",
+                     f"model.tokenizer={json.dumps(str(tok))}")
+    s = run_job(cfg, log=lambda m: None)
+    assert s.shards_done == 2 and s.docs_in == s.docs_out + s.rejects
+    pf = pq.ParquetFile(tmp_path / "out" / "shards" / "part-00000.parquet")
+    meta = read_metadata(pf)
+    assert meta["compressor"] == compressor and meta["n_symbols"] == (256 if compressor == "gzip" else 1000)
+    assert str(pf.schema_arrow.field("symbols").type.value_type) == ("uint16" if compressor == "gzip" else "uint32")
+    rep = verify_output(cfg, sample=100)
+    assert rep["ok"] and rep["checked_docs"] == s.docs_out
+    ds = ProxyDataset(DatasetConfig(urls=[str(tmp_path / "out" / "shards")], seq_len=64), batch_size=2)
+    assert ds.vocab.n_symbols == meta["n_symbols"]
+    assert 1.0 < s.bytes_per_symbol < 5.0
