@@ -10,24 +10,35 @@ from dataclasses import asdict
 from coder import FORMAT_VERSION
 
 from .compressors import REGISTRY
-from .config import Compressor, JobConfig, to_dict
+from .config import Compressor, JobConfig, register_secrets, to_dict
 from .redact import redact
 from .service import CacheService, ModelService, NeuralBackend, ShardedCache
 from .shard import ShardResult, ShardTask, commit_marker, mark_failed, process_shard
 
 
 class Progress:
-    """Counters the shard tasks bump after every batch; the driver polls them."""
+    """Counters the shard tasks bump after every batch, and which worker process holds
+    which shard; the driver polls them."""
 
     def __init__(self):
         self.docs = self.bytes = 0
+        self.working: dict[str, int] = {}
 
     def add(self, docs: int, nbytes: int) -> None:
         self.docs += docs
         self.bytes += nbytes
 
+    def started(self, shard: str, pid: int) -> None:
+        self.working[shard] = pid
+
+    def finished(self, shard: str) -> None:
+        self.working.pop(shard, None)
+
     def get(self) -> tuple[int, int]:
         return self.docs, self.bytes
+
+    def in_flight(self) -> dict[str, int]:
+        return dict(self.working)
 
 
 def make_backend(cfg: JobConfig, service=None):
@@ -42,14 +53,21 @@ def shard_task(task: ShardTask, cfg: JobConfig, service, caches, thresholds, met
     anything else raises so the driver can retry the shard."""
     from .job import remove
     from .readers import ShardError
+    from .shard import MemoryBoundExceeded
 
+    register_secrets(cfg)  # this worker's error messages are scrubbed of them too
     backend = make_backend(cfg, service)
     cache = ShardedCache(caches, cfg.cache) if caches else None
     report = (lambda d, b: progress.add.remote(d, b)) if progress is not None else None
+    if progress is not None:
+        progress.started.remote(task.name, os.getpid())
     try:
         res = process_shard(task, cfg, backend, cache, thresholds, meta, report)
-    except ShardError as e:
+    except (ShardError, MemoryBoundExceeded) as e:
         return mark_failed(task, cfg, e)
+    finally:
+        if progress is not None:
+            progress.finished.remote(task.name)
     commit_marker(task, cfg, res, meta)
     remove(task.out(cfg, "_failed"), cfg.storage_options)
     return res
@@ -63,21 +81,26 @@ class ActorContext:
 
         self.cfg, self.started_ray = cfg, started_ray
         self.models, self.caches = [], []
+        # Named, so that an operator (or a fault-injection test) can find them.
+        self.run_id = os.urandom(4).hex()
         self._check_resources()
-        self.progress = ray.remote(Progress).options(num_cpus=0).remote()
+        self.progress = ray.remote(Progress).options(num_cpus=0, name=self._name("progress")).remote()
         if cfg.model.compressor is not Compressor.NEURAL:  # CPU-only compressors run in the shard tasks
             info = make_backend(cfg).info
         else:
-            Model = ray.remote(ModelService).options(
-                num_cpus=cfg.run.cpus_per_actor, num_gpus=cfg.run.gpus_per_actor, max_restarts=-1, max_task_retries=0
-            )
+            Model = ray.remote(ModelService)
             threads = default_torch_threads(cfg)
             # Actors read the checkpoint themselves (any fsspec URL every node can reach), so
             # a restarted actor needs nothing from the driver.
-            self.models = [Model.remote(cfg, threads) for _ in range(cfg.run.model_actors)]
+            self.models = [
+                Model.options(name=self._name(f"model-{i}"), num_cpus=cfg.run.cpus_per_actor,
+                              num_gpus=cfg.run.gpus_per_actor, max_restarts=-1, max_task_retries=0).remote(cfg, threads)
+                for i in range(cfg.run.model_actors)
+            ]
             if cfg.cache.enabled:
-                Cache = ray.remote(CacheService).options(num_cpus=0, max_restarts=-1)
-                self.caches = [Cache.remote(cfg.cache.max_bytes_per_shard) for _ in range(cfg.cache.shards)]
+                Cache = ray.remote(CacheService)
+                self.caches = [Cache.options(name=self._name(f"cache-{i}"), num_cpus=0, max_restarts=-1)
+                               .remote(cfg.cache.max_bytes_per_shard) for i in range(cfg.cache.shards)]
             try:
                 info = ray.get(self.models[0].info.remote())
             except ray.exceptions.RayError as e:
@@ -88,9 +111,14 @@ class ActorContext:
         self.meta = {
             **info,
             "coder_format_version": FORMAT_VERSION,
-            "config": _redacted(to_dict(cfg)),
+            # where the output lives is not how it was made: leave it out, so a shard's
+            # bytes do not change when an output directory is copied or rerun elsewhere
+            "config": _redacted({k: v for k, v in to_dict(cfg).items() if k != "output"}),
         }
         self.task_fn = ray.remote(shard_task).options(num_cpus=cfg.run.shard_cpus, max_retries=0)
+
+    def _name(self, what: str) -> str:
+        return f"proxycomp-{self.run_id}-{what}"
 
     def _check_resources(self):
         """Fail fast, not hang, when the model actors leave no CPU for a shard task."""
@@ -193,13 +221,30 @@ def _redacted(d):
     return redact(d) if isinstance(d, str) else d
 
 
+def init_local_ray(**kwargs) -> None:
+    """Start a single-machine Ray cluster whose servers all listen on 127.0.0.1.
+
+    On Linux Ray gives its servers the machine's external address even when asked for
+    127.0.0.1, unless it runs in its single-machine mode; that mode is switched on for
+    this process (the constant) and for the processes Ray starts (the environment)."""
+    import ray
+    import ray._private.ray_constants as ray_constants
+
+    os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"
+    ray_constants.ENABLE_RAY_CLUSTER = False
+    ray.init(address="local", include_dashboard=False, **kwargs)
+
+
 def start_actors(cfg: JobConfig) -> ActorContext:
     import ray
 
+    register_secrets(cfg)
     started = False
     if not ray.is_initialized():
         address = cfg.run.address or os.environ.get("RAY_ADDRESS") or "local"
-        kwargs = {"include_dashboard": False} if address == "local" else {}
-        ray.init(address=address, logging_level="WARNING", log_to_driver=True, **kwargs)
+        if address == "local":
+            init_local_ray(logging_level="WARNING", log_to_driver=True)
+        else:
+            ray.init(address=address, logging_level="WARNING", log_to_driver=True)
         started = True
     return ActorContext(cfg, started)

@@ -20,7 +20,7 @@ import sys
 
 import yaml
 
-from .config import Compressor, JobConfig, from_dict, load_config
+from .config import Compressor, JobConfig, from_dict, load_config, register_secrets
 from .redact import redact
 
 
@@ -62,7 +62,7 @@ def _config(a) -> JobConfig:
     so = _storage_options(a.storage_option)
     if so:
         cfg = from_dict(JobConfig, {**_asdict_shallow(cfg), "storage_options": {**cfg.storage_options, **so}})
-    return cfg
+    return register_secrets(cfg)
 
 
 def _asdict_shallow(cfg) -> dict:
@@ -83,7 +83,7 @@ def _output_config(output: str, so: dict) -> JobConfig:
         raise SystemExit(f"{redact(url)} not found: is {redact(output)} the output of a proxycomp run?") from None
     data["storage_options"] = so
     data["output"] = output
-    return from_dict(JobConfig, data)
+    return register_secrets(from_dict(JobConfig, data))
 
 
 def cmd_run(a) -> int:
@@ -250,6 +250,13 @@ def main(argv=None) -> int:
     except (JobError, ValueError) as e:
         print(f"proxycomp: error: {redact(str(e))}", file=sys.stderr)
         return 2
+    except Exception as e:  # noqa: BLE001 - never let a raw traceback print credentials
+        print(f"proxycomp: unexpected error: {redact(type(e).__name__ + ': ' + str(e))}", file=sys.stderr)
+        if os.environ.get("PROXYCOMP_DEBUG"):
+            import traceback
+
+            print(redact(traceback.format_exc()), file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

@@ -61,6 +61,8 @@ class RunConfig:
     shard_workers: int = 2  # shard tasks in flight (readers/packers/writers)
     shard_cpus: float = 0.5  # Ray CPUs reserved per shard task
     batch_bytes: int = 512 << 10  # document bytes per model call
+    doc_slice_bytes: int = 4 << 20  # longer documents are compressed a slice at a time
+    worker_memory_bytes: int = 4 << 30  # a shard worker above this RSS fails its shard with a clear reason
     max_retries: int = 2  # per shard, on worker, actor or storage failure
     calibration_bytes: int = 1 << 20  # sample size for the segmentation thresholds
     progress: bool = True
@@ -172,6 +174,27 @@ def dump_config(cfg: JobConfig) -> str:
     d = to_dict(cfg)
     d["storage_options"] = {k: "***" if _secretish(k) else v for k, v in d["storage_options"].items()}
     return yaml.safe_dump(d, sort_keys=False)
+
+
+def register_secrets(cfg: JobConfig) -> JobConfig:
+    """Tell the redactor about this config's credentials (storage options, URL userinfo)."""
+    import re
+
+    from .redact import register
+
+    def walk(d):
+        for k, v in d.items():
+            if isinstance(v, dict):
+                walk(v)
+            elif _secretish(k) and isinstance(v, str):
+                register(v)
+
+    walk(cfg.storage_options)
+    for url in (cfg.input, cfg.output, cfg.model.checkpoint, cfg.model.tokenizer):
+        m = re.match(r"[a-zA-Z][a-zA-Z0-9+.-]*://([^/@\s:]+):([^@\s]+)@", url or "")
+        if m:
+            register(m.group(2))
+    return cfg
 
 
 def _secretish(key: str) -> bool:

@@ -45,8 +45,8 @@ def shard_name(input_root: str, url: str) -> str:
 def plan_tasks(cfg: JobConfig) -> list[ShardTask]:
     try:
         urls = list_shards(cfg.input, cfg.storage_options)
-    except (FileNotFoundError, OSError) as e:
-        raise JobError(f"cannot list input {redact(cfg.input)}: {redact(str(e))}") from None
+    except Exception as e:  # noqa: BLE001 - any storage backend error; report it scrubbed
+        raise JobError(f"cannot list input {redact(cfg.input)}: {redact(type(e).__name__ + ': ' + str(e))}") from None
     if not urls:
         raise JobError(f"no input shards (.jsonl, .jsonl.zst, .parquet) under {redact(cfg.input)}")
     tasks = [ShardTask(i, u, shard_name(cfg.input, u)) for i, u in enumerate(urls)]
@@ -109,6 +109,7 @@ class Summary:
     unique_segments: int = 0
     cache_hits: int = 0
     wall_s: float = 0.0
+    startup_s: float = 0.0  # until the actors were ready
     failed: dict = field(default_factory=dict)
 
     @property
@@ -177,7 +178,9 @@ def run_job(cfg: JobConfig, shards: list[str] | None = None, force: bool = False
     summary = Summary(cfg.output, shards_total=len(selected))
 
     ctx = start_actors(cfg)
+    summary.startup_s = time.perf_counter() - t0
     try:
+        clear_tmp(cfg)
         meta = ctx.meta
         _check_output(cfg, meta["namespace"], selected, force or bool(shards))
         write_bytes_atomic(join(cfg.output, "config.yaml"), dump_config(cfg).encode(), cfg.storage_options)
@@ -198,6 +201,13 @@ def run_job(cfg: JobConfig, shards: list[str] | None = None, force: bool = False
         ctx.shutdown()
     summary.wall_s = time.perf_counter() - t0
     return summary
+
+
+def clear_tmp(cfg: JobConfig) -> None:
+    """Remove what killed runs left half-written in <output>/_tmp (one job per output)."""
+    fs, path = fsspec.core.url_to_fs(join(cfg.output, "_tmp"), **cfg.storage_options)
+    if fs.exists(path):
+        fs.rm(path, recursive=True)
 
 
 def load_or_calibrate(cfg: JobConfig, ctx, tasks, log):

@@ -11,6 +11,7 @@ Layout under the output URL:
                                 in the Parquet, so the Parquet stays byte-identical)
     _done/<name>.json           completion marker: written last, names the checksum
     _failed/<name>.json         why a shard failed (removed once it succeeds)
+    _tmp/                       Parquet files being written (local outputs); cleared by the next run
 
 A shard counts as done only when its marker exists; the Parquet and rejects files are
 committed before the marker, each atomically, so no reader ever sees a partial file.
@@ -129,13 +130,17 @@ def _is_local(fs) -> bool:
 
 
 @contextmanager
-def atomic_local_file(url: str, storage_options: dict | None = None):
+def atomic_local_file(url: str, storage_options: dict | None = None, tmp_dir: str | None = None):
     """Yields a local path to write; on success it becomes `url` in one step (rename on
-    a local filesystem, a single upload to an object store), on error nothing appears."""
+    a local filesystem, a single upload to an object store), on error nothing appears.
+    Local temporary files go to tmp_dir (same filesystem) when given, so that nothing
+    half-written ever sits among the finished files."""
     fs, path = fsspec.core.url_to_fs(url, **(storage_options or {}))
     if _is_local(fs):
         os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
-        tmp = os.path.join(os.path.dirname(path) or ".", f".tmp-{uuid.uuid4().hex}-{os.path.basename(path)}")
+        where = fsspec.core.url_to_fs(tmp_dir)[1] if tmp_dir else (os.path.dirname(path) or ".")
+        os.makedirs(where, exist_ok=True)
+        tmp = os.path.join(where, f".tmp-{uuid.uuid4().hex}-{os.path.basename(path)}")
     else:
         fd, tmp = tempfile.mkstemp(prefix="proxycomp-", suffix=os.path.basename(path))
         os.close(fd)
@@ -176,9 +181,10 @@ def sha256_file(path: str) -> str:
 class ShardWriter:
     """Streams row groups into a local temp Parquet file; `commit` publishes it."""
 
-    def __init__(self, url: str, sch: pa.Schema, meta: dict, compression: str, storage_options: dict | None):
+    def __init__(self, url: str, sch: pa.Schema, meta: dict, compression: str, storage_options: dict | None,
+                 tmp_dir: str | None = None):
         self.url, self.schema = url, sch.with_metadata(file_metadata(meta))
-        self._ctx = atomic_local_file(url, storage_options)
+        self._ctx = atomic_local_file(url, storage_options, tmp_dir)
         self.path = self._ctx.__enter__()
         self._writer = pq.ParquetWriter(self.path, self.schema, compression=compression, write_statistics=True)
         self.rows = 0

@@ -127,9 +127,20 @@ class _Truncated(Exception):
     pass
 
 
-def _zstd_chunks(f, chunk: int = 1 << 20):
-    """Decompressed bytes of every zstd frame in f; raises _Truncated when the data
-    ends inside a frame (zstandard's readers return a short read silently)."""
+@dataclass
+class _LongLine:
+    """Stands in for a line longer than the reader will hold in memory."""
+
+    length: int
+
+
+def _chunks(f, zst: bool, chunk: int = 1 << 20):
+    if not zst:
+        while data := f.read(chunk):
+            yield data
+        return
+    # zstandard's streaming readers end a truncated frame silently; decompressobj
+    # tells whether the input stopped inside a frame.
     dctx = zstandard.ZstdDecompressor()
     d = dctx.decompressobj()
     inside = False
@@ -145,26 +156,38 @@ def _zstd_chunks(f, chunk: int = 1 << 20):
         raise _Truncated("the zstd stream ends in the middle of a frame (truncated file)")
 
 
-def _lines(f, zst: bool):
-    if not zst:
-        yield from f
-        return
+def _lines(f, zst: bool, max_line: int):
+    """Lines of a (compressed) text stream. A line over max_line bytes is not kept in
+    memory: it is counted through and comes out as a _LongLine."""
     parts: list[bytes] = []  # pieces of the current line (a line may span many chunks)
-    for piece in _zstd_chunks(f):
+    size = 0
+    for piece in _chunks(f, zst):
         start = 0
         while (end := piece.find(b"\n", start)) >= 0:
-            parts.append(piece[start : end + 1])
-            yield b"".join(parts)
-            parts, start = [], end + 1
+            size += end + 1 - start
+            if size <= max_line:
+                parts.append(piece[start : end + 1])
+                yield b"".join(parts)
+            else:
+                yield _LongLine(size)
+            parts, size, start = [], 0, end + 1
         if start < len(piece):
-            parts.append(piece[start:])
-    if parts:
-        yield b"".join(parts)
+            size += len(piece) - start
+            if size <= max_line:
+                parts.append(piece[start:])
+            else:
+                parts = []
+    if size:
+        yield b"".join(parts) if size <= max_line else _LongLine(size)
 
 
 def _jsonl(url, f, parse, zst: bool):
-    lines = _lines(f, zst)
+    # JSON escapes can make a line up to 6x its text; longer lines cannot hold a
+    # document under the limit, so they are rejected without being read into memory.
+    max_line = 6 * parse.cfg.max_document_bytes + 4096
+    lines = _lines(f, zst, max_line)
     row = 0
+    name = url.rsplit("/", 1)[-1]
     while True:
         try:
             line = next(lines)
@@ -172,11 +195,15 @@ def _jsonl(url, f, parse, zst: bool):
             break
         except (zstandard.ZstdError, _Truncated, OSError, EOFError) as e:
             raise ShardError(url, row, f"cannot read further: {_describe(e)}") from None
-        if line.strip():
+        if isinstance(line, _LongLine):
+            yield Reject(url, row, f"{name}#{row}",
+                         f"line of {line.length} bytes cannot hold a document under max_document_bytes "
+                         f"{parse.cfg.max_document_bytes}")
+        elif line.strip():
             try:
                 rec = json.loads(line)
             except (json.JSONDecodeError, UnicodeDecodeError) as e:
-                yield Reject(url, row, f"{url.rsplit('/', 1)[-1]}#{row}", f"not JSON: {e}")
+                yield Reject(url, row, f"{name}#{row}", f"not JSON: {e}")
             else:
                 yield parse(row, rec)
         row += 1

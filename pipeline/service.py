@@ -9,6 +9,7 @@ probabilities depend on where the previous window ended); shard workers do the r
 from __future__ import annotations
 
 import hashlib
+import os
 
 import numpy as np
 import pyarrow as pa
@@ -24,6 +25,9 @@ from .config import CacheConfig, JobConfig
 
 class ModelService:
     def __init__(self, cfg: JobConfig, torch_threads: int = 0):
+        from .config import register_secrets
+
+        register_secrets(cfg)
         if torch_threads:
             torch.set_num_threads(torch_threads)
         self.comp = NeuralCompressor.load(read_checkpoint(cfg.model.checkpoint, cfg.storage_options),
@@ -57,6 +61,9 @@ class ModelService:
 
     def stats(self) -> dict:
         return vars(self.comp.stats)
+
+    def pid(self) -> int:
+        return os.getpid()
 
 
 class NeuralBackend:
@@ -94,6 +101,9 @@ class CacheService(LocalSegmentCache):
     def stats(self) -> dict:
         return {"entries": len(self), "bytes": self.nbytes, "hits": self.hits, "misses": self.misses,
                 "evictions": self.evictions, "max_bytes": self.max_bytes}
+
+    def pid(self) -> int:
+        return os.getpid()
 
 
 class ShardedCache:

@@ -8,10 +8,13 @@ through, and the totals land in the shard's stats file.
 from __future__ import annotations
 
 import json
+import os
 import time
 from dataclasses import asdict, dataclass, field
 
 import numpy as np
+
+from compressor_model.engine import DocRecord
 
 from .config import JobConfig
 from .output import OutRow, ShardWriter, join, schema, write_bytes_atomic, write_json_atomic
@@ -47,6 +50,7 @@ class ShardResult:
     coded_bytes: int = 0
     stage_seconds: dict = field(default_factory=dict)
     parquet: dict = field(default_factory=dict)  # rows, bytes, sha256
+    peak_rss_bytes: int = 0  # of the worker process, sampled after every batch
 
 
 class Stage:
@@ -117,26 +121,76 @@ class Write(Stage):
         self.result.symbols_out += sum(len(r.symbols) for r in records)
 
 
+def _concat_records(recs: list[DocRecord]) -> DocRecord:
+    """One record from consecutive slices of a document."""
+    def stitched(name):
+        parts, base = [np.zeros(1, np.int64)], 0
+        for r in recs:
+            off = getattr(r, name)
+            parts.append(off[1:] + base)
+            base += int(off[-1])
+        return np.concatenate(parts)
+
+    return DocRecord(
+        n_bytes=sum(r.n_bytes for r in recs), seg_off=stitched("seg_off"), win_off=stitched("win_off"),
+        window_counts=np.concatenate([r.window_counts for r in recs]), window_codes=np.concatenate([r.window_codes for r in recs]),
+        sym_off=stitched("sym_off"), symbols=np.concatenate([r.symbols for r in recs]),
+    )
+
+
+def rss_bytes() -> int:
+    """Resident set size of this process now."""
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+
+class MemoryBoundExceeded(Exception):
+    pass
+
+
 def process_shard(task: ShardTask, cfg: JobConfig, backend, cache, thresholds, meta: dict, progress=None) -> ShardResult:
     """Read, compress and commit one shard. Raises ShardError for unreadable input (the
     caller records the shard as failed); output appears only when everything worked."""
     res = ShardResult(task.name, task.input_url, "done")
     sch = schema(backend.symbol_type)
     writer = ShardWriter(task.out(cfg, "shards"), sch, {**meta, "source": redact(task.input_url)},
-                         cfg.output_format.compression, cfg.storage_options)
+                         cfg.output_format.compression, cfg.storage_options, tmp_dir=join(cfg.output, "_tmp"))
     segment, code = Segment(res, backend, thresholds), Code(res, backend, cache)
     write = Write(res, writer, cfg.output_format.store_raw)
     rejects: list[Reject] = []
     batch: list[Document] = []
     batch_bytes = 0
+    slice_bytes = cfg.run.doc_slice_bytes
+
+    def compress(datas: list[bytes]) -> list[DocRecord]:
+        # Documents over doc_slice_bytes go through the model a slice at a time (each
+        # slice starts a segment), which bounds the memory a single document can take.
+        out: list = [None] * len(datas)
+        small = [i for i, d in enumerate(datas) if len(d) <= slice_bytes]
+        if small:
+            part = [datas[i] for i in small]
+            for i, r in zip(small, code(part, segment(part))):
+                out[i] = r
+        for i, d in enumerate(datas):
+            if out[i] is None:
+                out[i] = _concat_records([code([p], segment([p]))[0]
+                                          for p in (d[k : k + slice_bytes] for k in range(0, len(d), slice_bytes))])
+        return out
 
     def flush():
         nonlocal batch, batch_bytes
         if batch:
-            datas = [d.data for d in batch]
-            write(batch, code(datas, segment(datas)))
+            write(batch, compress([d.data for d in batch]))
             if progress is not None:
                 progress(len(batch), batch_bytes)
+            rss = rss_bytes()
+            res.peak_rss_bytes = max(res.peak_rss_bytes, rss)
+            if rss > cfg.run.worker_memory_bytes:
+                raise MemoryBoundExceeded(
+                    f"{redact(task.input_url)}: worker memory {rss / 2**20:.0f} MiB exceeds run.worker_memory_bytes "
+                    f"({cfg.run.worker_memory_bytes / 2**20:.0f} MiB) after row {batch[-1].row}; lower run.batch_bytes "
+                    "or run.doc_slice_bytes, or raise the bound"
+                )
         batch, batch_bytes = [], 0
 
     t0 = time.perf_counter()
@@ -181,11 +235,14 @@ def commit_marker(task: ShardTask, cfg: JobConfig, res: ShardResult, meta: dict)
 
 
 def mark_failed(task: ShardTask, cfg: JobConfig, err: BaseException) -> ShardResult:
-    if isinstance(err, ShardError):
+    if isinstance(err, (ShardError, MemoryBoundExceeded)):
         reason = str(err)
     else:
         reason = f"{task.input_url}: {type(err).__name__}: {err}"
     reason = redact(reason)
-    write_json_atomic(task.out(cfg, "_failed"), {"name": task.name, "input": redact(task.input_url), "reason": reason},
-                      cfg.storage_options)
+    try:
+        write_json_atomic(task.out(cfg, "_failed"), {"name": task.name, "input": redact(task.input_url), "reason": reason},
+                          cfg.storage_options)
+    except Exception as e:  # noqa: BLE001 - the output store itself may be what failed
+        reason += f" (and the failure could not be recorded in the output: {redact(type(e).__name__ + ': ' + str(e))})"
     return ShardResult(task.name, task.input_url, "failed", reason=reason)
