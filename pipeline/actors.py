@@ -10,7 +10,7 @@ from dataclasses import asdict
 from coder import FORMAT_VERSION
 
 from .compressors import REGISTRY
-from .config import Compressor, JobConfig, register_secrets, to_dict
+from .config import Compressor, JobConfig, content_config, register_secrets
 from .redact import redact
 from .service import CacheService, ModelService, NeuralBackend, ShardedCache
 from .shard import ShardResult, ShardTask, commit_marker, mark_failed, process_shard
@@ -48,29 +48,42 @@ def make_backend(cfg: JobConfig, service=None):
     return REGISTRY[cfg.model.compressor](cfg)
 
 
-def shard_task(task: ShardTask, cfg: JobConfig, service, caches, thresholds, meta, progress) -> ShardResult:
-    """Body of one Ray task. Input problems come back as a failed result (permanent);
-    anything else raises so the driver can retry the shard."""
+def shard_task(group: list[ShardTask], cfg: JobConfig, service, caches, thresholds, meta, progress) -> list[ShardResult]:
+    """Body of one Ray task: a shard, or a group of small shards sharing model calls.
+    Input problems come back as failed results (permanent); anything else raises so
+    the driver can retry the whole group."""
     from .job import remove
     from .readers import ShardError
-    from .shard import MemoryBoundExceeded
+    from .shard import MemoryBoundExceeded, process_group
 
     register_secrets(cfg)  # this worker's error messages are scrubbed of them too
     backend = make_backend(cfg, service)
     cache = ShardedCache(caches, cfg.cache) if caches else None
     report = (lambda d, b: progress.add.remote(d, b)) if progress is not None else None
-    if progress is not None:
-        progress.started.remote(task.name, os.getpid())
-    try:
-        res = process_shard(task, cfg, backend, cache, thresholds, meta, report)
-    except (ShardError, MemoryBoundExceeded) as e:
-        return mark_failed(task, cfg, e)
-    finally:
+    for t in group:
         if progress is not None:
-            progress.finished.remote(task.name)
-    commit_marker(task, cfg, res, meta)
-    remove(task.out(cfg, "_failed"), cfg.storage_options)
-    return res
+            progress.started.remote(t.name, os.getpid())
+    try:
+        if len(group) == 1 and group[0].size >= cfg.run.small_shard_bytes:
+            try:
+                pairs = [(group[0], process_shard(group[0], cfg, backend, cache, thresholds, meta, report))]
+            except (ShardError, MemoryBoundExceeded) as e:
+                pairs = [(group[0], e)]
+        else:
+            pairs = process_group(group, cfg, backend, cache, thresholds, meta, report)
+    finally:
+        for t in group:
+            if progress is not None:
+                progress.finished.remote(t.name)
+    results = []
+    for t, r in pairs:
+        if isinstance(r, BaseException):
+            results.append(mark_failed(t, cfg, r))
+        else:
+            commit_marker(t, cfg, r, meta)
+            remove(t.out(cfg, "_failed"), cfg.storage_options)
+            results.append(r)
+    return results
 
 
 class ActorContext:
@@ -111,9 +124,7 @@ class ActorContext:
         self.meta = {
             **info,
             "coder_format_version": FORMAT_VERSION,
-            # where the output lives is not how it was made: leave it out, so a shard's
-            # bytes do not change when an output directory is copied or rerun elsewhere
-            "config": _redacted({k: v for k, v in to_dict(cfg).items() if k != "output"}),
+            "config": _redacted(content_config(cfg)),
         }
         self.task_fn = ray.remote(shard_task).options(num_cpus=cfg.run.shard_cpus, max_retries=0)
 
@@ -146,20 +157,21 @@ class ActorContext:
 
         return ray.get(self.models[0].calibrate.remote(docs))
 
-    def run_shards(self, tasks: list[ShardTask], thresholds, meta):
-        """Yields one ShardResult per task, keeping shard_workers tasks in flight and
-        retrying a shard whose worker, actor or storage failed (up to max_retries)."""
+    def run_shards(self, groups: list[list[ShardTask]], thresholds, meta):
+        """Yields one ShardResult per shard, keeping shard_workers tasks (a shard, or a
+        group of small ones) in flight and retrying a task whose worker, actor or
+        storage failed (up to max_retries)."""
         import ray
         from tqdm import tqdm
 
         cfg = self.cfg
         show = cfg.run.progress
         bars = [
-            tqdm(total=len(tasks), desc="shards", unit="shard", disable=not show, file=sys.stderr, position=0),
+            tqdm(total=sum(map(len, groups)), desc="shards", unit="shard", disable=not show, file=sys.stderr, position=0),
             tqdm(desc="docs", unit="doc", disable=not show, file=sys.stderr, position=1),
             tqdm(desc="bytes", unit="B", unit_scale=True, disable=not show, file=sys.stderr, position=2),
         ]
-        queue = [(t, 0) for t in tasks]
+        queue = [(g, 0) for g in groups]
         inflight: dict = {}
         n = 0
         last = (0, 0)
@@ -176,17 +188,17 @@ class ActorContext:
             bars[2].update(nbytes - last[1])
             last = (docs, nbytes)
             for ref in done:
-                task, attempt = inflight.pop(ref)
+                group, attempt = inflight.pop(ref)
                 try:
-                    res = ray.get(ref)
+                    results = ray.get(ref)
                 except Exception as e:  # noqa: BLE001 - worker/actor/storage failure: retry, then fail
                     if attempt < cfg.run.max_retries:
-                        queue.append((task, attempt + 1))
+                        queue.append((group, attempt + 1))
                         time.sleep(min(2.0 * (attempt + 1), 10.0))
                         continue
-                    res = mark_failed(task, cfg, _root_cause(e))
-                bars[0].update(1)
-                yield res
+                    results = [mark_failed(t, cfg, _root_cause(e)) for t in group]
+                bars[0].update(len(results))
+                yield from results
         for b in bars:
             b.close()
 

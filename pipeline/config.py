@@ -62,6 +62,8 @@ class RunConfig:
     shard_cpus: float = 0.5  # Ray CPUs reserved per shard task
     batch_bytes: int = 512 << 10  # document bytes per model call
     doc_slice_bytes: int = 4 << 20  # longer documents are compressed a slice at a time
+    small_shard_bytes: int = 256 << 10  # shards smaller than this (on storage) share tasks and model calls
+    group_bytes: int = 1 << 20  # ... up to this many bytes (on storage) per task
     worker_memory_bytes: int = 4 << 30  # a shard worker above this RSS fails its shard with a clear reason
     max_retries: int = 2  # per shard, on worker, actor or storage failure
     calibration_bytes: int = 1 << 20  # sample size for the segmentation thresholds
@@ -174,6 +176,24 @@ def dump_config(cfg: JobConfig) -> str:
     d = to_dict(cfg)
     d["storage_options"] = {k: "***" if _secretish(k) else v for k, v in d["storage_options"].items()}
     return yaml.safe_dump(d, sort_keys=False)
+
+
+def content_config(cfg: JobConfig) -> dict:
+    """The settings an output's bytes depend on (what goes into every shard's metadata).
+    Scheduling and resources (actors, workers, batch sizes, retries, the cache, the lane
+    count) change how fast a shard is made, never what it contains, so they stay out:
+    a shard rerun with more workers is byte-identical."""
+    d = to_dict(cfg)
+    engine = {k: v for k, v in d["engine"].items() if k != "lanes"}
+    return {
+        "input": d["input"],
+        "model": d["model"],
+        "reader": d["reader"],
+        "segment": d["segment"],
+        "engine": engine,
+        "output_format": d["output_format"],
+        "run": {"doc_slice_bytes": d["run"]["doc_slice_bytes"]},
+    }
 
 
 def register_secrets(cfg: JobConfig) -> JobConfig:

@@ -44,16 +44,36 @@ def shard_name(input_root: str, url: str) -> str:
 
 def plan_tasks(cfg: JobConfig) -> list[ShardTask]:
     try:
-        urls = list_shards(cfg.input, cfg.storage_options)
+        urls = list_shards(cfg.input, cfg.storage_options, sizes=True)
     except Exception as e:  # noqa: BLE001 - any storage backend error; report it scrubbed
         raise JobError(f"cannot list input {redact(cfg.input)}: {redact(type(e).__name__ + ': ' + str(e))}") from None
     if not urls:
         raise JobError(f"no input shards (.jsonl, .jsonl.zst, .parquet) under {redact(cfg.input)}")
-    tasks = [ShardTask(i, u, shard_name(cfg.input, u)) for i, u in enumerate(urls)]
+    tasks = [ShardTask(i, u, shard_name(cfg.input, u), n) for i, (u, n) in enumerate(urls)]
     names = [t.name for t in tasks]
     if len(set(names)) != len(names):
         raise JobError("two input shards map to the same output name; rename one")
     return tasks
+
+
+def group_small(tasks: list[ShardTask], small_bytes: int, group_bytes: int) -> list[list[ShardTask]]:
+    """Consecutive shards under small_bytes (on storage) travel together, up to
+    group_bytes per group; every other shard is a group of its own."""
+    groups: list[list[ShardTask]] = []
+    current: list[ShardTask] = []
+    size = 0
+    for t in tasks:
+        if t.size >= small_bytes:
+            groups.append([t])
+            continue
+        if current and size + t.size > group_bytes:
+            groups.append(current)
+            current, size = [], 0
+        current.append(t)
+        size += t.size
+    if current:
+        groups.append(current)
+    return groups
 
 
 def select(tasks: list[ShardTask], patterns: list[str]) -> list[ShardTask]:
@@ -194,7 +214,8 @@ def run_job(cfg: JobConfig, shards: list[str] | None = None, force: bool = False
             else:
                 todo.append(t)
         log(f"{len(todo)} shard(s) to run, {summary.shards_skipped} already done")
-        for res in ctx.run_shards(todo, thresholds, meta):
+        groups = group_small(todo, cfg.run.small_shard_bytes, cfg.run.group_bytes)
+        for res in ctx.run_shards(groups, thresholds, meta):
             summary.add(res)
         write_manifest(cfg, tasks)
     finally:

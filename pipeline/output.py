@@ -179,23 +179,35 @@ def sha256_file(path: str) -> str:
 
 
 class ShardWriter:
-    """Streams row groups into a local temp Parquet file; `commit` publishes it."""
+    """Streams row groups of exactly `row_group_rows` rows (the last one shorter) into a
+    local temp Parquet file, whatever batches the rows arrive in, so the file's bytes do
+    not depend on batching; `commit` publishes it."""
 
     def __init__(self, url: str, sch: pa.Schema, meta: dict, compression: str, storage_options: dict | None,
-                 tmp_dir: str | None = None):
+                 tmp_dir: str | None = None, row_group_rows: int = 1024):
         self.url, self.schema = url, sch.with_metadata(file_metadata(meta))
         self._ctx = atomic_local_file(url, storage_options, tmp_dir)
         self.path = self._ctx.__enter__()
         self._writer = pq.ParquetWriter(self.path, self.schema, compression=compression, write_statistics=True)
+        self.row_group_rows = max(1, row_group_rows)
+        self._pending: list[OutRow] = []
         self.rows = 0
 
     def write(self, rows: list[OutRow]) -> None:
-        if rows:
-            self._writer.write_table(rows_to_table(rows, self.schema))
-            self.rows += len(rows)
+        self._pending += rows
+        while len(self._pending) >= self.row_group_rows:
+            self._flush(self._pending[: self.row_group_rows])
+            self._pending = self._pending[self.row_group_rows :]
+
+    def _flush(self, rows: list[OutRow]) -> None:
+        self._writer.write_table(rows_to_table(rows, self.schema), row_group_size=len(rows))
+        self.rows += len(rows)
 
     def commit(self) -> dict:
         """Close, checksum and publish; returns {rows, bytes, sha256}."""
+        if self._pending:
+            self._flush(self._pending)
+            self._pending = []
         self._writer.close()
         info = {"rows": self.rows, "bytes": os.path.getsize(self.path), "sha256": sha256_file(self.path)}
         self._ctx.__exit__(None, None, None)

@@ -245,14 +245,15 @@ def _describe(e: BaseException) -> str:
     return redact(f"{type(e).__name__}: {e}")
 
 
-def list_shards(url: str, storage_options: dict | None = None) -> list[str]:
+def list_shards(url: str, storage_options: dict | None = None, sizes: bool = False):
     """Input shard URLs in a deterministic (sorted) order: a single shard file, or every
-    shard file under a directory/prefix (recursively)."""
+    shard file under a directory/prefix (recursively). With sizes=True, (url, bytes)."""
     fs, path = fsspec.core.url_to_fs(url, **(storage_options or {}))
     protocol = url.split("://", 1)[0] + "://" if "://" in url else ""
     if fs.isfile(path):
-        return [url]
+        return [(url, fs.size(path))] if sizes else [url]
     if not fs.exists(path):
         raise FileNotFoundError(f"{url}: no such file or directory")
-    found = [p for p in fs.find(path) if p.lower().endswith(SHARD_SUFFIXES)]
-    return sorted(protocol + p if protocol else p for p in found)
+    found = {p: info.get("size", 0) for p, info in fs.find(path, detail=True).items() if p.lower().endswith(SHARD_SUFFIXES)}
+    out = sorted((protocol + p if protocol else p, n) for p, n in found.items())
+    return out if sizes else [u for u, _ in out]

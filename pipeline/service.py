@@ -65,6 +65,11 @@ class ModelService:
     def pid(self) -> int:
         return os.getpid()
 
+    def maxrss(self) -> int:
+        import resource
+
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+
 
 class NeuralBackend:
     """The shard worker's view of a model service (local object or Ray actor)."""
@@ -93,6 +98,9 @@ class NeuralBackend:
 
     def decode(self, windows, seg_off):
         return self._call("decode", windows, seg_off)
+
+    def maxrss(self) -> int:
+        return self._call("maxrss")
 
 
 class CacheService(LocalSegmentCache):

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import resource
 import time
 from dataclasses import asdict, dataclass, field
 
@@ -27,6 +28,7 @@ class ShardTask:
     index: int
     input_url: str
     name: str  # output name (no extension)
+    size: int = 0  # bytes on storage, for grouping small shards
 
     def out(self, cfg: JobConfig, kind: str) -> str:
         ext = {"shards": "parquet", "_rejects": "jsonl"}.get(kind, "json")
@@ -51,6 +53,8 @@ class ShardResult:
     stage_seconds: dict = field(default_factory=dict)
     parquet: dict = field(default_factory=dict)  # rows, bytes, sha256
     peak_rss_bytes: int = 0  # of the worker process, sampled after every batch
+    maxrss_bytes: int = 0  # the worker process's lifetime peak (getrusage), an upper bound
+    model_maxrss_bytes: int = 0  # the model actor's lifetime peak, when there is one
 
 
 class Stage:
@@ -148,79 +152,154 @@ class MemoryBoundExceeded(Exception):
     pass
 
 
-def process_shard(task: ShardTask, cfg: JobConfig, backend, cache, thresholds, meta: dict, progress=None) -> ShardResult:
-    """Read, compress and commit one shard. Raises ShardError for unreadable input (the
-    caller records the shard as failed); output appears only when everything worked."""
-    res = ShardResult(task.name, task.input_url, "done")
-    sch = schema(backend.symbol_type)
-    writer = ShardWriter(task.out(cfg, "shards"), sch, {**meta, "source": redact(task.input_url)},
-                         cfg.output_format.compression, cfg.storage_options, tmp_dir=join(cfg.output, "_tmp"))
-    segment, code = Segment(res, backend, thresholds), Code(res, backend, cache)
-    write = Write(res, writer, cfg.output_format.store_raw)
-    rejects: list[Reject] = []
-    batch: list[Document] = []
-    batch_bytes = 0
-    slice_bytes = cfg.run.doc_slice_bytes
+class ShardJob:
+    """One shard's reading, writing and commit; compression may be shared (groups)."""
 
-    def compress(datas: list[bytes]) -> list[DocRecord]:
+    def __init__(self, task: ShardTask, cfg: JobConfig, backend, cache, thresholds, meta: dict):
+        self.task, self.cfg, self.backend = task, cfg, backend
+        self.res = ShardResult(task.name, task.input_url, "done")
+        self.writer = ShardWriter(task.out(cfg, "shards"), schema(backend.symbol_type),
+                                  {**meta, "source": redact(task.input_url)}, cfg.output_format.compression,
+                                  cfg.storage_options, tmp_dir=join(cfg.output, "_tmp"),
+                                  row_group_rows=cfg.output_format.row_group_docs)
+        self.segment, self.code = Segment(self.res, backend, thresholds), Code(self.res, backend, cache)
+        self.write = Write(self.res, self.writer, cfg.output_format.store_raw)
+        self.rejects: list[Reject] = []
+        self.t0 = time.perf_counter()
+
+    def documents(self):
+        """The shard's non-empty documents; rejects are kept with their reasons."""
+        for item in read_shard(self.task.input_url, self.cfg.reader, self.cfg.storage_options):
+            self.res.docs_in += 1
+            if isinstance(item, Reject):
+                self.rejects.append(item)
+            elif not item.data:
+                self.rejects.append(Reject(item.shard, item.row, item.id, "empty document"))
+            else:
+                self.res.bytes_in += len(item.data)
+                yield item
+
+    def compress(self, datas: list[bytes]) -> list[DocRecord]:
         # Documents over doc_slice_bytes go through the model a slice at a time (each
         # slice starts a segment), which bounds the memory a single document can take.
+        n = self.cfg.run.doc_slice_bytes
         out: list = [None] * len(datas)
-        small = [i for i, d in enumerate(datas) if len(d) <= slice_bytes]
+        small = [i for i, d in enumerate(datas) if len(d) <= n]
         if small:
             part = [datas[i] for i in small]
-            for i, r in zip(small, code(part, segment(part))):
+            for i, r in zip(small, self.code(part, self.segment(part))):
                 out[i] = r
         for i, d in enumerate(datas):
             if out[i] is None:
-                out[i] = _concat_records([code([p], segment([p]))[0]
-                                          for p in (d[k : k + slice_bytes] for k in range(0, len(d), slice_bytes))])
+                out[i] = _concat_records([self.code([p], self.segment([p]))[0] for p in (d[k : k + n] for k in range(0, len(d), n))])
         return out
 
-    def flush():
-        nonlocal batch, batch_bytes
-        if batch:
-            write(batch, compress([d.data for d in batch]))
-            if progress is not None:
-                progress(len(batch), batch_bytes)
-            rss = rss_bytes()
-            res.peak_rss_bytes = max(res.peak_rss_bytes, rss)
-            if rss > cfg.run.worker_memory_bytes:
-                raise MemoryBoundExceeded(
-                    f"{redact(task.input_url)}: worker memory {rss / 2**20:.0f} MiB exceeds run.worker_memory_bytes "
-                    f"({cfg.run.worker_memory_bytes / 2**20:.0f} MiB) after row {batch[-1].row}; lower run.batch_bytes "
-                    "or run.doc_slice_bytes, or raise the bound"
-                )
-        batch, batch_bytes = [], 0
+    def add(self, docs: list[Document], records: list[DocRecord]) -> None:
+        for r in records:  # codes were only needed to make the symbols
+            r.window_codes = r.window_codes[:0]
+        self.write(docs, records)
+        rss = rss_bytes()
+        self.res.peak_rss_bytes = max(self.res.peak_rss_bytes, rss)
+        bound = self.cfg.run.worker_memory_bytes
+        if rss > bound:
+            raise MemoryBoundExceeded(
+                f"{redact(self.task.input_url)}: worker memory {rss / 2**20:.0f} MiB exceeds run.worker_memory_bytes "
+                f"({bound / 2**20:.0f} MiB) after row {docs[-1].row}; lower run.batch_bytes or run.doc_slice_bytes, "
+                "or raise the bound"
+            )
 
-    t0 = time.perf_counter()
+    def finish(self) -> ShardResult:
+        res = self.res
+        res.stage_seconds["total"] = time.perf_counter() - self.t0
+        res.maxrss_bytes = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+        res.model_maxrss_bytes = getattr(self.backend, "maxrss", lambda: 0)()
+        res.rejects = len(self.rejects)
+        lines = b"".join(
+            (json.dumps({"source": redact(r.shard), "row": r.row, "id": r.id, "reason": redact(r.reason)}) + "\n").encode()
+            for r in self.rejects
+        )
+        res.parquet = self.writer.commit()
+        write_bytes_atomic(self.task.out(self.cfg, "_rejects"), lines, self.cfg.storage_options)
+        return res
+
+    def abort(self) -> None:
+        self.writer.abort()
+
+
+def _batches(items, max_bytes: int, size=lambda d: len(d.data)):
+    batch, total = [], 0
+    for x in items:
+        batch.append(x)
+        total += size(x)
+        if total >= max_bytes:
+            yield batch
+            batch, total = [], 0
+    if batch:
+        yield batch
+
+
+def process_shard(task: ShardTask, cfg: JobConfig, backend, cache, thresholds, meta: dict, progress=None) -> ShardResult:
+    """Read, compress and commit one shard, streaming. Raises ShardError for unreadable
+    input (the caller records the shard as failed); output appears only when everything
+    worked."""
+    job = ShardJob(task, cfg, backend, cache, thresholds, meta)
     try:
-        for item in read_shard(task.input_url, cfg.reader, cfg.storage_options):
-            res.docs_in += 1
-            if isinstance(item, Reject):
-                rejects.append(item)
-                continue
-            if not item.data:
-                rejects.append(Reject(item.shard, item.row, item.id, "empty document"))
-                continue
-            res.bytes_in += len(item.data)
-            batch.append(item)
-            batch_bytes += len(item.data)
-            if batch_bytes >= cfg.run.batch_bytes:
-                flush()
-        flush()
+        for batch in _batches(job.documents(), cfg.run.batch_bytes):
+            job.add(batch, job.compress([d.data for d in batch]))
+            if progress is not None:
+                progress(len(batch), sum(len(d.data) for d in batch))
     except BaseException:
-        writer.abort()
+        job.abort()
         raise
-    res.stage_seconds["total"] = time.perf_counter() - t0
-    res.rejects = len(rejects)
-    reject_lines = b"".join(
-        (json.dumps({"source": redact(r.shard), "row": r.row, "id": r.id, "reason": redact(r.reason)}) + "\n").encode()
-        for r in rejects
-    )
-    res.parquet = writer.commit()
-    write_bytes_atomic(task.out(cfg, "_rejects"), reject_lines, cfg.storage_options)
-    return res
+    return job.finish()
+
+
+def process_group(tasks: list[ShardTask], cfg: JobConfig, backend, cache, thresholds, meta: dict,
+                  progress=None) -> list[tuple[ShardTask, ShardResult | BaseException]]:
+    """Several small shards in one task: each is read and committed on its own, but
+    their documents share model calls, so a tiny shard does not pay for a whole batch
+    of fixed-shape model work. Outputs do not depend on the grouping (model calls are
+    batch-invariant). Returns each shard's result, or the input error that failed it."""
+    out: list = []
+    jobs: list[tuple[ShardJob, list[Document]]] = []
+    for t in tasks:
+        job = ShardJob(t, cfg, backend, cache, thresholds, meta)
+        try:
+            jobs.append((job, list(job.documents())))
+        except (ShardError, MemoryBoundExceeded) as e:
+            job.abort()
+            out.append((t, e))
+    if not jobs:
+        return out
+    pending = list(range(len(jobs)))
+    try:
+        owned = [(k, d) for k, (_, docs) in enumerate(jobs) for d in docs]
+        group = jobs[0][0]  # its stages time and count the shared model calls
+        records: list[DocRecord] = []
+        for batch in _batches(owned, cfg.run.batch_bytes, size=lambda kd: len(kd[1].data)):
+            records += group.compress([d.data for _, d in batch])
+            if progress is not None:
+                progress(len(batch), sum(len(d.data) for _, d in batch))
+        shared = {k: getattr(group.res, k) for k in ("unique_segments", "coded_bytes")}
+        seconds = {k: group.res.stage_seconds.get(k, 0.0) for k in ("segment", "code")}
+        total_segs = sum(len(r.seg_off) - 1 for r in records) or 1
+        for k, (job, docs) in enumerate(jobs):
+            mine = [r for (j, _), r in zip(owned, records) if j == k]
+            share = sum(len(r.seg_off) - 1 for r in mine) / total_segs
+            job.res.segments = sum(len(r.seg_off) - 1 for r in mine)
+            job.res.cache_hits = sum(r.cache_hits for r in mine)
+            for key, v in shared.items():  # per-call counts, split by segment share
+                setattr(job.res, key, round(v * share))
+            job.res.stage_seconds.update({key: v * share for key, v in seconds.items()})
+            if docs:
+                job.add(docs, mine)
+            out.append((job.task, job.finish()))
+            pending.remove(k)
+    except BaseException:
+        for k in pending:
+            jobs[k][0].abort()
+        raise
+    return out
 
 
 def commit_marker(task: ShardTask, cfg: JobConfig, res: ShardResult, meta: dict) -> None:

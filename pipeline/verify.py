@@ -54,7 +54,13 @@ def verify_output(cfg: JobConfig, sample: int, seed: int = 0, service=None, log=
             t, r = rows[i]
             by_task.setdefault(t.name, (t, []))[1].append(r)
         for t, wanted in by_task.values():
-            _verify_rows(cfg, t, wanted, service, info, report)
+            try:
+                _verify_rows(cfg, t, wanted, service, info, report)
+            except Exception as e:  # noqa: BLE001 - a damaged file fails its rows, not the check
+                report["checked_docs"] += len(wanted)
+                report["failed_docs"] += [{"shard": t.name, "row": r, "source": redact(t.input_url),
+                                           "reason": f"cannot decode: {redact(type(e).__name__ + ': ' + str(e))}"}
+                                          for r in wanted]
     report["ok"] = not report["checksum_failures"] and report["ok_docs"] == report["checked_docs"]
     return report
 

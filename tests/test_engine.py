@@ -60,6 +60,7 @@ def test_cache_serves_identical_records_and_rejects_bad_entries(comp, thresholds
     assert sum(r.cache_hits for r in first) == 0 and len(cache) > 0
     second = comp.compress(docs, thresholds, cache=cache)
     assert all(r.cache_hits == len(r.seg_off) - 1 for r in second)
+    second_blobs = dict(cache._d)
     assert all(records_equal(a, b) for a, b in zip(first, second))
     # Corrupt every entry: the compressor must notice and recompute, same output.
     for k in list(cache._d):
@@ -69,6 +70,21 @@ def test_cache_serves_identical_records_and_rejects_bad_entries(comp, thresholds
     third = comp.compress(docs, thresholds, cache=cache)
     assert sum(r.cache_hits for r in third) == 0
     assert all(records_equal(a, b) for a, b in zip(first, third))
+    # Entries written by a different compressor under these very keys (a key collision,
+    # or a store shared by mistake) fail the namespace check and are recomputed.
+    from cache.entry import pack_entry
+
+    from cache.entry import _HEADER
+
+    for k in list(cache._d):
+        blob = second_blobs[k]
+        _, _, _, seg_len, n, _ = _HEADER.unpack_from(blob)
+        body = blob[_HEADER.size :]
+        codes, counts = np.frombuffer(body[: 4 * n], np.uint32), np.frombuffer(body[4 * n :], np.int32)
+        cache._d[k] = pack_entry("another-fingerprint", seg_len, codes, counts)  # same content, foreign tag
+    fourth = comp.compress(docs, thresholds, cache=cache)
+    assert sum(r.cache_hits for r in fourth) == 0
+    assert all(records_equal(a, b) for a, b in zip(first, fourth))
     # A compressor with other settings has its own namespace: no cross hits.
     other = tiny_compressor(max_window_bytes=16)
     assert other.namespace != comp.namespace

@@ -23,7 +23,7 @@ from tests.pipeline_fixtures import job_config, make_input, sha256, tiny_checkpo
 from tests.procs import BIN, env, free_port, started, stop
 
 pytestmark = pytest.mark.slow
-SLOW = ("run.batch_bytes=1500", "run.max_retries=3", "cache.shards=2")
+SLOW = ("run.batch_bytes=1500", "run.max_retries=3", "cache.shards=2", "run.small_shard_bytes=0")
 
 
 @pytest.fixture(scope="module")
