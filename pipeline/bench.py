@@ -17,7 +17,7 @@ import tempfile
 import time
 
 from .config import load_config
-from .job import run_job
+from .job import calibrate_job, run_job
 from .sample import stdlib_files, take_bytes, write_shards
 
 
@@ -29,13 +29,22 @@ def run(workers: list[int], max_bytes: int, shards: int, split: str, compare: bo
     write_shards(files, os.path.join(tmp, "in"), shards)
     out = {"input_bytes": sum(len(f.text.encode()) for f in files), "input_files": len(files), "shards": shards,
            "cpus": os.cpu_count(), "runs": {}}
-    thresholds = None
+    thresholds = os.path.join(tmp, "thresholds.json")
     try:
+        # Calibrate once, outside the timed runs; every run then segments identically.
+        ray.init(address="local", include_dashboard=False, logging_level="ERROR")
+        try:
+            t = time.perf_counter()
+            cal = load_config(None, [f"input={json.dumps(os.path.join(tmp, 'in'))}", f"output={json.dumps(tmp)}",
+                                     "run.address=local", "run.progress=false"])
+            calibrate_job(cal, log=lambda m: None)
+            out["calibration_s"] = time.perf_counter() - t
+        finally:
+            ray.shutdown()
         for w in workers:
             dest = os.path.join(tmp, f"out-{w}")
             os.makedirs(dest)
-            if thresholds:  # calibrate once; every run then segments identically
-                shutil.copy(thresholds, os.path.join(dest, "thresholds.json"))
+            shutil.copy(thresholds, os.path.join(dest, "thresholds.json"))
             cfg = load_config(None, [
                 f"input={json.dumps(os.path.join(tmp, 'in'))}", f"output={json.dumps(dest)}", "run.address=local",
                 "run.progress=false", f"run.model_actors={w}", f"run.shard_workers={2 * w}",
@@ -49,11 +58,12 @@ def run(workers: list[int], max_bytes: int, shards: int, split: str, compare: bo
                 s = run_job(cfg, log=lambda m: None)
             finally:
                 ray.shutdown()
-            thresholds = os.path.join(dest, "thresholds.json")
             out["runs"][str(w)] = {
                 "model_actors": w,
                 "bytes_per_s": s.bytes_in / s.wall_s,
+                "bytes_per_s_after_startup": s.bytes_in / (s.wall_s - s.startup_s),
                 "wall_s": s.wall_s,
+                "startup_s": s.startup_s,
                 "ray_start_s": startup,
                 "shards_done": s.shards_done,
                 "docs": s.docs_out,

@@ -56,9 +56,13 @@ def plan_tasks(cfg: JobConfig) -> list[ShardTask]:
     return tasks
 
 
-def group_small(tasks: list[ShardTask], small_bytes: int, group_bytes: int) -> list[list[ShardTask]]:
-    """Consecutive shards under small_bytes (on storage) travel together, up to
-    group_bytes per group; every other shard is a group of its own."""
+def group_small(tasks: list[ShardTask], small_bytes: int, group_bytes: int, parallel: int = 1) -> list[list[ShardTask]]:
+    """Shards under small_bytes (on storage) travel together in listing order, up to
+    group_bytes per group; every other shard is a group of its own. Groups are made
+    small enough that there are at least `parallel` of them when the small shards
+    allow it, so grouping never leaves shard workers idle."""
+    small = sum(t.size for t in tasks if t.size < small_bytes)
+    group_bytes = min(group_bytes, max(1, -(-small // max(1, parallel))))
     groups: list[list[ShardTask]] = []
     current: list[ShardTask] = []
     size = 0
@@ -214,7 +218,7 @@ def run_job(cfg: JobConfig, shards: list[str] | None = None, force: bool = False
             else:
                 todo.append(t)
         log(f"{len(todo)} shard(s) to run, {summary.shards_skipped} already done")
-        groups = group_small(todo, cfg.run.small_shard_bytes, cfg.run.group_bytes)
+        groups = group_small(todo, cfg.run.small_shard_bytes, cfg.run.group_bytes, cfg.run.shard_workers)
         for res in ctx.run_shards(groups, thresholds, meta):
             summary.add(res)
         write_manifest(cfg, tasks)

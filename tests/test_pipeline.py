@@ -11,7 +11,8 @@ import ray
 import zstandard
 
 from pipeline.cli import main as cli
-from pipeline.job import JobError, run_job, shard_status
+from pipeline.job import JobError, group_small, run_job, shard_status
+from pipeline.shard import ShardTask
 from pipeline.output import read_metadata
 from pipeline.verify import verify_output
 from tests.pipeline_fixtures import job_config, make_input, sha256, tiny_checkpoint
@@ -162,3 +163,17 @@ def test_other_proxy_compressors_share_pipeline_and_schema(cluster, ckpt, tmp_pa
     ds = ProxyDataset(DatasetConfig(urls=[str(tmp_path / "out" / "shards")], seq_len=64), batch_size=2)
     assert ds.vocab.n_symbols == meta["n_symbols"]
     assert 1.0 < s.bytes_per_symbol < 5.0
+
+
+def test_small_shards_group_without_starving_workers():
+    tasks = [ShardTask(i, f"in/{i}.jsonl", f"s{i}", size) for i, size in enumerate([10, 10, 10, 10, 500, 10, 10])]
+    # One worker: all small shards share one group; the big shard stays alone.
+    groups = group_small(tasks, small_bytes=100, group_bytes=1000)
+    assert [[t.index for t in g] for g in groups] == [[4], [0, 1, 2, 3, 5, 6]]
+    # Two workers: the 60 small bytes are split so both can work at once.
+    groups = group_small(tasks, small_bytes=100, group_bytes=1000, parallel=2)
+    assert [[t.index for t in g] for g in groups] == [[0, 1, 2], [4], [3, 5, 6]]
+    assert sorted(t.index for g in groups for t in g) == list(range(len(tasks)))
+    # group_bytes still caps a group when there are plenty of small shards.
+    many = [ShardTask(i, f"in/{i}", f"s{i}", 10) for i in range(100)]
+    assert max(len(g) for g in group_small(many, 100, 50, parallel=2)) == 5
