@@ -202,6 +202,22 @@ class ActorContext:
         for b in bars:
             b.close()
 
+    def model_seconds(self) -> dict:
+        """Seconds the model actors spent on segmentation, on coding, and inside forward
+        passes (summed over actors; an actor that restarted reports only its new life)."""
+        import ray
+
+        out = {"seg_s": 0.0, "code_s": 0.0, "forward_s": 0.0}
+        for a in self.models:
+            try:
+                st = ray.get(a.stats.remote(), timeout=30)
+            except Exception:  # noqa: BLE001 - statistics only; never fail a finished job over them
+                continue
+            out["seg_s"] += st["seg_time"]
+            out["code_s"] += st["code_time"]
+            out["forward_s"] += st["model_time"]
+        return out
+
     def shutdown(self):
         import ray
 

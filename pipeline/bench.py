@@ -64,6 +64,8 @@ def run(workers: list[int], max_bytes: int, shards: int, split: str, compare: bo
                 "bytes_per_s_after_startup": s.bytes_in / (s.wall_s - s.startup_s),
                 "wall_s": s.wall_s,
                 "startup_s": s.startup_s,
+                "model_busy_fraction": s.model_busy_fraction,
+                "model_forward_s": s.model_forward_s,
                 "ray_start_s": startup,
                 "shards_done": s.shards_done,
                 "docs": s.docs_out,

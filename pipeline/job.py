@@ -134,7 +134,18 @@ class Summary:
     cache_hits: int = 0
     wall_s: float = 0.0
     startup_s: float = 0.0  # until the actors were ready
+    model_actors: int = 0
+    model_seg_s: float = 0.0  # model actor time in segmentation, summed over actors
+    model_code_s: float = 0.0  # ... in the windowed coding loop
+    model_forward_s: float = 0.0  # ... inside model forward passes (both stages)
     failed: dict = field(default_factory=dict)
+
+    @property
+    def model_busy_fraction(self) -> float:
+        """How much of the actors' time after startup went into model work: well under 1
+        means the model actors (the GPUs) wait on shard workers, storage or the cache."""
+        span = self.model_actors * (self.wall_s - self.startup_s)
+        return (self.model_seg_s + self.model_code_s) / span if span > 0 else 0.0
 
     @property
     def bytes_per_symbol(self) -> float:
@@ -156,7 +167,8 @@ class Summary:
     def to_dict(self) -> dict:
         d = asdict(self)
         d.update(bytes_per_symbol=self.bytes_per_symbol, cache_hit_rate=self.cache_hit_rate,
-                 bytes_per_s=self.bytes_in / self.wall_s if self.wall_s else 0.0)
+                 bytes_per_s=self.bytes_in / self.wall_s if self.wall_s else 0.0,
+                 model_busy_fraction=self.model_busy_fraction)
         return d
 
     def text(self) -> str:
@@ -166,6 +178,8 @@ class Summary:
             f"bytes in: {self.bytes_in:,}   symbols out: {self.symbols_out:,}   rate: {self.bytes_per_symbol:.3f} bytes/symbol",
             f"segment cache hit rate: {self.cache_hit_rate:.1%} ({self.cache_hits:,} of {self.unique_segments:,} distinct segments per batch)",
             f"throughput: {self.bytes_in / max(self.wall_s, 1e-9) / 1e3:,.1f} KB/s over {self.wall_s:.1f} s",
+            *([f"model actors: {self.model_actors}, busy {self.model_busy_fraction:.0%} of the time after startup "
+               f"({self.model_forward_s:.1f} s in forward passes)"] if self.model_actors else []),
             f"output: {redact(self.output)}/shards/*.parquet",
         ]
         for name, reason in self.failed.items():
@@ -222,9 +236,13 @@ def run_job(cfg: JobConfig, shards: list[str] | None = None, force: bool = False
         for res in ctx.run_shards(groups, thresholds, meta):
             summary.add(res)
         write_manifest(cfg, tasks)
+        summary.wall_s = time.perf_counter() - t0
+        ms = ctx.model_seconds()
+        summary.model_actors = len(ctx.models)
+        summary.model_seg_s, summary.model_code_s, summary.model_forward_s = ms["seg_s"], ms["code_s"], ms["forward_s"]
     finally:
         ctx.shutdown()
-    summary.wall_s = time.perf_counter() - t0
+    summary.wall_s = summary.wall_s or time.perf_counter() - t0
     return summary
 
 

@@ -45,6 +45,9 @@ def test_run_writes_reconciled_verified_parquet(done_run):
     cfg, summary, root = done_run
     assert summary.shards_done == 3 and summary.shards_failed == 0
     assert summary.docs_in == summary.docs_out + summary.rejects and summary.docs_out > 0
+    # The model actor reports its time, so operators can see whether it (the GPU) waits.
+    assert summary.model_actors == 1 and 0 < summary.model_forward_s <= summary.model_seg_s + summary.model_code_s
+    assert 0 < summary.model_busy_fraction <= 1.0 and "busy" in summary.text()
     rows = 0
     for name in ("part-00000", "part-00001", "part-00002"):
         marker = json.loads((root / "out" / "_done" / f"{name}.json").read_text())
