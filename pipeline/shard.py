@@ -280,14 +280,15 @@ def process_group(tasks: list[ShardTask], cfg: JobConfig, backend, cache, thresh
             records += group.compress([d.data for _, d in batch])
             if progress is not None:
                 progress(len(batch), sum(len(d.data) for _, d in batch))
-        shared = {k: getattr(group.res, k) for k in ("unique_segments", "coded_bytes")}
+        # Per-call counts of distinct segments (the hit rate's numerator and denominator)
+        # cannot be attributed to one shard exactly: split them by segment share.
+        shared = {k: getattr(group.res, k) for k in ("unique_segments", "cache_hits", "coded_bytes")}
         seconds = {k: group.res.stage_seconds.get(k, 0.0) for k in ("segment", "code")}
         total_segs = sum(len(r.seg_off) - 1 for r in records) or 1
         for k, (job, docs) in enumerate(jobs):
             mine = [r for (j, _), r in zip(owned, records) if j == k]
             share = sum(len(r.seg_off) - 1 for r in mine) / total_segs
             job.res.segments = sum(len(r.seg_off) - 1 for r in mine)
-            job.res.cache_hits = sum(r.cache_hits for r in mine)
             for key, v in shared.items():  # per-call counts, split by segment share
                 setattr(job.res, key, round(v * share))
             job.res.stage_seconds.update({key: v * share for key, v in seconds.items()})

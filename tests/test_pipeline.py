@@ -180,3 +180,22 @@ def test_small_shards_group_without_starving_workers():
     # group_bytes still caps a group when there are plenty of small shards.
     many = [ShardTask(i, f"in/{i}", f"s{i}", 10) for i in range(100)]
     assert max(len(g) for g in group_small(many, 100, 50, parallel=2)) == 5
+
+
+def test_group_hit_rate_counts_distinct_segments(ckpt, tmp_path):
+    """A second pass over the same small shards finds every distinct segment in the
+    cache: the hit rate is exactly 1, however often a segment repeats in the documents."""
+    from cache.local import LocalSegmentCache
+    from pipeline.service import ModelService, NeuralBackend
+    from pipeline.shard import process_group
+
+    paths = make_input(tmp_path / "in", n_shards=2)
+    cfg = job_config(str(tmp_path / "in"), str(tmp_path / "out"), ckpt, "segment.kind=newline")
+    backend = NeuralBackend(ModelService(cfg, 1), remote=False)
+    tasks = [ShardTask(i, str(p), f"g{i}", p.stat().st_size) for i, p in enumerate(paths)]
+    cache = LocalSegmentCache()
+    meta = {"namespace": backend.namespace}
+    runs = [[r for _, r in process_group(tasks, cfg, backend, cache, None, meta)] for _ in range(2)]
+    first, second = ([sum(getattr(r, k) for r in rs) for k in ("cache_hits", "unique_segments", "segments")] for rs in runs)
+    assert first[2] > first[1], "the sample should repeat segments (e.g. blank lines)"
+    assert first[0] < first[1] and second[0] == second[1] == first[1]
