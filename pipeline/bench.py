@@ -72,6 +72,8 @@ def run(workers: list[int], max_bytes: int, shards: int, split: str, compare: bo
                 "bytes_per_symbol": s.bytes_per_symbol,
                 "cache_hit_rate": s.cache_hit_rate,
                 "cache_hits": s.cache_hits,
+                "segments": s.segments,
+                "segments_reused_fraction": s.reused_fraction,
                 "distinct_segments_looked_up": s.unique_segments,
             }
         if compare:
@@ -81,6 +83,7 @@ def run(workers: list[int], max_bytes: int, shards: int, split: str, compare: bo
     for w in workers:
         out[f"bytes_per_s_{w}_workers"] = out["runs"][str(w)]["bytes_per_s"]
     out["cache_hit_rate"] = out["runs"][str(workers[0])]["cache_hit_rate"]
+    out["segments_reused_fraction"] = out["runs"][str(workers[0])]["segments_reused_fraction"]
     out["bytes_per_symbol"] = out["runs"][str(workers[0])]["bytes_per_symbol"]
     return out
 

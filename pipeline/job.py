@@ -130,7 +130,8 @@ class Summary:
     rejects: int = 0
     bytes_in: int = 0
     symbols_out: int = 0
-    unique_segments: int = 0
+    segments: int = 0  # segment occurrences
+    unique_segments: int = 0  # distinct segments per model call, looked up in the cache
     cache_hits: int = 0
     wall_s: float = 0.0
     startup_s: float = 0.0  # until the actors were ready
@@ -155,10 +156,15 @@ class Summary:
     def cache_hit_rate(self) -> float:
         return self.cache_hits / self.unique_segments if self.unique_segments else 0.0
 
+    @property
+    def reused_fraction(self) -> float:
+        """Segment occurrences the model did not code: repeats within a call plus cache hits."""
+        return 1 - (self.unique_segments - self.cache_hits) / self.segments if self.segments else 0.0
+
     def add(self, r: ShardResult) -> None:
         if r.status == "done":
             self.shards_done += 1
-            for k in ("docs_in", "docs_out", "rejects", "bytes_in", "symbols_out", "unique_segments", "cache_hits"):
+            for k in ("docs_in", "docs_out", "rejects", "bytes_in", "symbols_out", "segments", "unique_segments", "cache_hits"):
                 setattr(self, k, getattr(self, k) + getattr(r, k))
         else:
             self.shards_failed += 1
@@ -166,7 +172,7 @@ class Summary:
 
     def to_dict(self) -> dict:
         d = asdict(self)
-        d.update(bytes_per_symbol=self.bytes_per_symbol, cache_hit_rate=self.cache_hit_rate,
+        d.update(bytes_per_symbol=self.bytes_per_symbol, cache_hit_rate=self.cache_hit_rate, reused_fraction=self.reused_fraction,
                  bytes_per_s=self.bytes_in / self.wall_s if self.wall_s else 0.0,
                  model_busy_fraction=self.model_busy_fraction)
         return d
@@ -176,7 +182,8 @@ class Summary:
             f"shards: {self.shards_done} done, {self.shards_skipped} skipped (already done), {self.shards_failed} failed, of {self.shards_total}",
             f"documents: {self.docs_in} in = {self.docs_out} compressed + {self.rejects} rejected",
             f"bytes in: {self.bytes_in:,}   symbols out: {self.symbols_out:,}   rate: {self.bytes_per_symbol:.3f} bytes/symbol",
-            f"segment cache hit rate: {self.cache_hit_rate:.1%} ({self.cache_hits:,} of {self.unique_segments:,} distinct segments per batch)",
+            f"segment cache hit rate: {self.cache_hit_rate:.1%} ({self.cache_hits:,} of {self.unique_segments:,} distinct segments per batch); "
+            f"{self.reused_fraction:.1%} of all {self.segments:,} segments reused, not coded",
             f"throughput: {self.bytes_in / max(self.wall_s, 1e-9) / 1e3:,.1f} KB/s over {self.wall_s:.1f} s",
             *([f"model actors: {self.model_actors}, busy {self.model_busy_fraction:.0%} of the time after startup "
                f"({self.model_forward_s:.1f} s in forward passes)"] if self.model_actors else []),

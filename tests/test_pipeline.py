@@ -48,6 +48,8 @@ def test_run_writes_reconciled_verified_parquet(done_run):
     # The model actor reports its time, so operators can see whether it (the GPU) waits.
     assert summary.model_actors == 1 and 0 < summary.model_forward_s <= summary.model_seg_s + summary.model_code_s
     assert 0 < summary.model_busy_fraction <= 1.0 and "busy" in summary.text()
+    assert summary.segments >= summary.unique_segments >= summary.cache_hits >= 0
+    assert 0 < summary.reused_fraction < 1  # stdlib code repeats segments (blank lines, indents)
     rows = 0
     for name in ("part-00000", "part-00001", "part-00002"):
         marker = json.loads((root / "out" / "_done" / f"{name}.json").read_text())
