@@ -24,7 +24,7 @@ from .config import JobConfig, dump_config
 from .output import join, read_json, write_bytes_atomic, write_json_atomic
 from .readers import SHARD_SUFFIXES, Document, ShardError, list_shards, read_shard
 from .redact import redact
-from .shard import ShardResult, ShardTask, commit_marker, mark_failed, process_shard
+from .shard import Counts, ShardResult, ShardTask, commit_marker, mark_failed, process_shard
 
 
 class JobError(Exception):
@@ -119,20 +119,12 @@ def sample_docs(tasks: list[ShardTask], cfg: JobConfig, max_bytes: int) -> list[
 
 
 @dataclass
-class Summary:
+class Summary(Counts):
     output: str
     shards_total: int = 0
     shards_done: int = 0
     shards_skipped: int = 0
     shards_failed: int = 0
-    docs_in: int = 0
-    docs_out: int = 0
-    rejects: int = 0
-    bytes_in: int = 0
-    symbols_out: int = 0
-    segments: int = 0  # segment occurrences
-    unique_segments: int = 0  # distinct segments per model call, looked up in the cache
-    cache_hits: int = 0
     wall_s: float = 0.0
     startup_s: float = 0.0  # until the actors were ready
     model_actors: int = 0
@@ -148,30 +140,16 @@ class Summary:
         span = self.model_actors * (self.wall_s - self.startup_s)
         return (self.model_seg_s + self.model_code_s) / span if span > 0 else 0.0
 
-    @property
-    def bytes_per_symbol(self) -> float:
-        return self.bytes_in / self.symbols_out if self.symbols_out else 0.0
-
-    @property
-    def cache_hit_rate(self) -> float:
-        return self.cache_hits / self.unique_segments if self.unique_segments else 0.0
-
-    @property
-    def reused_fraction(self) -> float:
-        """Segment occurrences the model did not code: repeats within a call plus cache hits."""
-        return 1 - (self.unique_segments - self.cache_hits) / self.segments if self.segments else 0.0
-
     def add(self, r: ShardResult) -> None:
         if r.status == "done":
             self.shards_done += 1
-            for k in ("docs_in", "docs_out", "rejects", "bytes_in", "symbols_out", "segments", "unique_segments", "cache_hits"):
-                setattr(self, k, getattr(self, k) + getattr(r, k))
+            self.add_counts(r)
         else:
             self.shards_failed += 1
             self.failed[r.name] = r.reason
 
     def to_dict(self) -> dict:
-        d = asdict(self)
+        d = {"output": self.output, **asdict(self)}  # output first: scripts find the line by it
         d.update(bytes_per_symbol=self.bytes_per_symbol, cache_hit_rate=self.cache_hit_rate, reused_fraction=self.reused_fraction,
                  bytes_per_s=self.bytes_in / self.wall_s if self.wall_s else 0.0,
                  model_busy_fraction=self.model_busy_fraction)
@@ -249,7 +227,6 @@ def run_job(cfg: JobConfig, shards: list[str] | None = None, force: bool = False
         summary.model_seg_s, summary.model_code_s, summary.model_forward_s = ms["seg_s"], ms["code_s"], ms["forward_s"]
     finally:
         ctx.shutdown()
-    summary.wall_s = summary.wall_s or time.perf_counter() - t0
     return summary
 
 

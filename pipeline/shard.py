@@ -11,7 +11,7 @@ import json
 import os
 import resource
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 
 import numpy as np
 
@@ -35,21 +35,44 @@ class ShardTask:
         return join(cfg.output, kind, f"{self.name}.{ext}")
 
 
-@dataclass
-class ShardResult:
-    name: str
-    input_url: str
-    status: str  # "done" or "failed"
-    reason: str = ""
+@dataclass(kw_only=True)
+class Counts:
+    """What a shard, and a whole run, adds up."""
+
     docs_in: int = 0
     docs_out: int = 0
     rejects: int = 0
     bytes_in: int = 0
     symbols_out: int = 0
-    segments: int = 0
-    unique_segments: int = 0
+    segments: int = 0  # segment occurrences
+    unique_segments: int = 0  # distinct segments per model call, looked up in the cache
     cache_hits: int = 0
-    coded_bytes: int = 0
+    coded_bytes: int = 0  # bytes the model coded (cache misses)
+
+    def add_counts(self, other: Counts) -> None:
+        for f in fields(Counts):
+            setattr(self, f.name, getattr(self, f.name) + getattr(other, f.name))
+
+    @property
+    def bytes_per_symbol(self) -> float:
+        return self.bytes_in / self.symbols_out if self.symbols_out else 0.0
+
+    @property
+    def cache_hit_rate(self) -> float:
+        return self.cache_hits / self.unique_segments if self.unique_segments else 0.0
+
+    @property
+    def reused_fraction(self) -> float:
+        """Segment occurrences the model did not code: repeats within a call plus cache hits."""
+        return 1 - (self.unique_segments - self.cache_hits) / self.segments if self.segments else 0.0
+
+
+@dataclass
+class ShardResult(Counts):
+    name: str
+    input_url: str
+    status: str  # "done" or "failed"
+    reason: str = ""
     stage_seconds: dict = field(default_factory=dict)
     parquet: dict = field(default_factory=dict)  # rows, bytes, sha256
     peak_rss_bytes: int = 0  # of the worker process, sampled after every batch
