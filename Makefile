@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed-stamp
 export RAY_USAGE_STATS_ENABLED := 0
 export AWS_EC2_METADATA_DISABLED := true
 
-.PHONY: setup demo test bench bench-all
+.PHONY: setup demo test bench bench-all bench-gpu gpu-wheels
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -28,3 +28,11 @@ bench: $(STAMP)
 bench-all: bench
 	$(PY) -m compressor_model.bench --json --roundtrip-files 1000
 	$(PY) -m pipeline.bench --json
+
+# On a GPU machine (no virtualenv: its python3 has CUDA torch; wheels for the rest come
+# from .whl/, made by `make gpu-wheels` where PyPI is reachable). One JSON object out.
+bench-gpu:
+	bash deploy/bench-gpu.sh $(ARGS)
+
+gpu-wheels:
+	bash deploy/gpu-wheels.sh

@@ -10,6 +10,11 @@ the queue. The kernels then say, per lane, which token to feed the model at whic
 
 So the model computes one position per coded byte (the position that predicts a byte
 that then overflows is the only waste: one per window), batched across segments.
+
+A kernel call advances one contiguous range of lanes, so a caller can split the lanes
+into sets and code one set while the model computes the next step of another. The lane
+I/O arrays (tokens and slots out, model results in) may be the caller's own, for
+example NumPy views of pinned buffers that go to a GPU in one copy.
 """
 
 from __future__ import annotations
@@ -30,13 +35,13 @@ D_SEG, D_POS, D_END, D_W, D_WEND, D_REM, D_N, D_PHASE, D_LOW, D_RNG, D_VPOS = ra
 @njit(cache=True, nogil=True)
 def encode_lanes_kernel(data, seg_off, order, queue, st, waiting, cum_in, freq_in, bos_cum, bos_freq,
                         window_bits, max_window_bytes, out_seg, out_code, out_count, out_ptr,
-                        tok, slot, target):
-    """Consume one model step for the waiting lanes, refill idle lanes, and say what the
-    model must compute next. Returns the number of lanes now waiting."""
+                        tok, slot, target, lo, hi):
+    """Consume one model step for the waiting lanes in [lo, hi), refill idle ones, and say
+    what the model must compute next. Returns the number of lanes in [lo, hi) now waiting."""
     g = np.int64(STATE_BITS - window_bits)
     n_seg = seg_off.shape[0] - 1
     n_wait = 0
-    for b in range(st.shape[0]):
+    for b in range(lo, hi):
         start = st[b, E_SEG] < 0
         if not start and waiting[b]:
             fits, ph, lo, rn, co = _push(st[b, E_PHASE], st[b, E_LOW], st[b, E_RNG], st[b, E_CODE],
@@ -87,14 +92,14 @@ def encode_lanes_kernel(data, seg_off, order, queue, st, waiting, cum_in, freq_i
 
 @njit(cache=True, nogil=True)
 def decode_lanes_kernel(codes, counts, win_off, seg_off, order, queue, st, waiting, freq_in, bos_freq,
-                        window_bits, out, bad_seg, tok, slot):
+                        window_bits, out, bad_seg, tok, slot, lo, hi):
     """Decoder twin of encode_lanes_kernel: consume one model step (full frequency rows
-    for the waiting lanes), refill idle lanes, say what to compute next. Segments whose
-    windows do not decode to exactly their length are flagged in bad_seg."""
+    for the waiting lanes in [lo, hi)), refill idle ones, say what to compute next.
+    Segments whose windows do not decode to exactly their length are flagged in bad_seg."""
     g = np.int64(STATE_BITS - window_bits)
     n_seg = seg_off.shape[0] - 1
     n_wait = 0
-    for b in range(st.shape[0]):
+    for b in range(lo, hi):
         start = st[b, D_SEG] < 0
         if not start and waiting[b]:
             sym, ph, lo, rn = _pull(st[b, D_PHASE], st[b, D_LOW], st[b, D_RNG], st[b, D_VPOS], freq_in[b], g)
@@ -170,20 +175,40 @@ def _bos_ints(bos_freq) -> tuple[np.ndarray, np.ndarray]:
     return (np.cumsum(bos_freq) - bos_freq).astype(np.int32), bos_freq
 
 
+def _lane_io(name: str, a, lanes: int, dtype) -> np.ndarray:
+    """A caller-supplied lane array, checked once: the kernels write into it in place."""
+    if a is None:
+        return np.zeros(lanes, dtype)
+    if not isinstance(a, np.ndarray) or a.dtype != dtype or a.shape != (lanes,) or not a.flags.writeable:
+        raise ValueError(f"{name}: expected a writeable {np.dtype(dtype).name} array of shape ({lanes},)")
+    return a
+
+
+def _lane_range(lo: int, hi: int | None, lanes: int) -> tuple[int, int]:
+    hi = lanes if hi is None else hi
+    if not 0 <= lo <= hi <= lanes:
+        raise ValueError(f"lane range [{lo}, {hi}) is not inside [0, {lanes})")
+    return lo, hi
+
+
 class LaneEncoder:
     """Drives encode_lanes_kernel. Usage:
 
         enc = LaneEncoder(data, seg_off, lanes, bos_freq, config)
         while enc.waiting_count:
             cum, freq = model_ints(enc.tok, enc.slot, enc.target)   # one model step
-            enc.advance(cum, freq)
+            enc.advance(cum, freq)                                  # or advance(cum, freq, lo, hi)
         windows = enc.windows()
+
+    tok, slot, target: optional int64 [lanes] arrays the kernel writes the next model
+    inputs into (default: its own).
     """
 
-    def __init__(self, data, seg_off, lanes: int, bos_freq, config: CoderConfig):
+    def __init__(self, data, seg_off, lanes: int, bos_freq, config: CoderConfig, tok=None, slot=None, target=None):
         self.data = np.ascontiguousarray(data, dtype=np.uint8)
         self.seg_off = check_offsets("seg_off", seg_off, self.data.shape[0])
         self.config = config
+        self.lanes = lanes
         self.max_window = config.max_window_bytes or np.iinfo(np.int64).max
         self.bos_cum, self.bos_freq = _bos_ints(bos_freq)
         self.st = np.full((lanes, 8), -1, np.int64)
@@ -192,24 +217,29 @@ class LaneEncoder:
         n = self.data.shape[0]
         self.out_seg, self.out_code, self.out_count = np.empty(n, np.int64), np.empty(n, np.uint32), np.empty(n, np.int32)
         self.out_ptr = np.zeros(1, np.int64)
-        self.tok, self.slot, self.target = (np.zeros(lanes, np.int64) for _ in range(3))
+        self.tok, self.slot, self.target = (_lane_io(k, a, lanes, np.int64) for k, a in
+                                            (("tok", tok), ("slot", slot), ("target", target)))
         self.steps = 0
         self.positions = 0  # lanes that waited on a model step, summed over steps
-        self.waiting_count = self._run(np.zeros(lanes, np.int32), np.ones(lanes, np.int32))
+        self._run(np.zeros(lanes, np.int32), np.ones(lanes, np.int32), 0, lanes)
+        self.waiting_count = int(np.count_nonzero(self.waiting))
 
-    def _run(self, cum, freq) -> int:
+    def _run(self, cum, freq, lo, hi) -> int:
         return encode_lanes_kernel(
             self.data, self.seg_off, self.order, self.queue, self.st, self.waiting, cum, freq, self.bos_cum, self.bos_freq,
             self.config.window_bits, self.max_window, self.out_seg, self.out_code, self.out_count, self.out_ptr,
-            self.tok, self.slot, self.target,
+            self.tok, self.slot, self.target, lo, hi,
         )
 
-    def advance(self, cum: np.ndarray, freq: np.ndarray) -> int:
-        """Feed one model step: the (cum, freq) of each lane's `target` byte."""
+    def advance(self, cum: np.ndarray, freq: np.ndarray, lo: int = 0, hi: int | None = None) -> int:
+        """Feed one model step to lanes [lo, hi): cum[b], freq[b] of lane b's `target` byte
+        (arrays over all lanes). Returns how many lanes of the range wait now."""
+        lo, hi = _lane_range(lo, hi, self.lanes)
         self.steps += 1
-        self.positions += self.waiting_count
-        self.waiting_count = self._run(np.ascontiguousarray(cum, np.int32), np.ascontiguousarray(freq, np.int32))
-        return self.waiting_count
+        self.positions += int(np.count_nonzero(self.waiting[lo:hi]))
+        n = self._run(np.ascontiguousarray(cum, np.int32), np.ascontiguousarray(freq, np.int32), lo, hi)
+        self.waiting_count = int(np.count_nonzero(self.waiting))
+        return n
 
     def windows(self) -> Windows:
         if self.waiting_count or self.queue[0] < self.seg_off.shape[0] - 1:
@@ -223,30 +253,39 @@ class LaneEncoder:
 
 
 class LaneDecoder:
-    """Drives decode_lanes_kernel; the model step must return full frequency rows."""
+    """Drives decode_lanes_kernel; the model step must return full frequency rows.
+    tok, slot: optional int64 [lanes] arrays for the next model inputs."""
 
-    def __init__(self, windows: Windows, seg_off, lanes: int, bos_freq, config: CoderConfig):
+    def __init__(self, windows: Windows, seg_off, lanes: int, bos_freq, config: CoderConfig, tok=None, slot=None):
         self.seg_off = check_offsets("seg_off", seg_off, int(np.asarray(seg_off)[-1]) if len(seg_off) else 0)
         self.win = check_windows(windows, self.seg_off.shape[0] - 1)
         self.config = config
+        self.lanes = lanes
         _, self.bos_freq = _bos_ints(bos_freq)
         self.st = np.full((lanes, 11), -1, np.int64)
         self.waiting = np.zeros(lanes, np.bool_)
         self.order, self.queue = longest_first(self.seg_off), np.zeros(1, np.int64)
         self.out = np.zeros(int(self.seg_off[-1]), np.uint8)
         self.bad_seg = np.zeros(self.seg_off.shape[0] - 1, np.int8)
-        self.tok, self.slot = np.zeros(lanes, np.int64), np.zeros(lanes, np.int64)
+        self.tok, self.slot = _lane_io("tok", tok, lanes, np.int64), _lane_io("slot", slot, lanes, np.int64)
         self.steps = 0
-        self.waiting_count = self._run(np.ones((lanes, 256), np.int32))
+        self._run(np.ones((lanes, 256), np.int32), 0, lanes)
+        self.waiting_count = int(np.count_nonzero(self.waiting))
 
-    def _run(self, freq_rows) -> int:
+    def _run(self, freq_rows, lo, hi) -> int:
         return decode_lanes_kernel(
             self.win.codes, self.win.counts, self.win.win_off, self.seg_off, self.order, self.queue, self.st, self.waiting,
-            freq_rows, self.bos_freq, self.config.window_bits, self.out, self.bad_seg, self.tok, self.slot,
+            freq_rows, self.bos_freq, self.config.window_bits, self.out, self.bad_seg, self.tok, self.slot, lo, hi,
         )
 
-    def advance(self, freq_rows: np.ndarray) -> int:
-        """Feed one model step: [lanes, 256] frequency rows for each lane's next byte."""
+    def advance(self, freq_rows: np.ndarray, lo: int = 0, hi: int | None = None) -> int:
+        """Feed one model step to lanes [lo, hi): freq_rows[b] is the [256] frequency row of
+        lane b's next byte (rows for all lanes). Returns how many lanes of the range wait now."""
+        lo, hi = _lane_range(lo, hi, self.lanes)
+        freq_rows = np.ascontiguousarray(freq_rows, np.int32)
+        if freq_rows.shape != (self.lanes, 256):
+            raise ValueError(f"freq_rows: expected shape ({self.lanes}, 256), got {freq_rows.shape}")
         self.steps += 1
-        self.waiting_count = self._run(np.ascontiguousarray(freq_rows, np.int32))
-        return self.waiting_count
+        n = self._run(freq_rows, lo, hi)
+        self.waiting_count = int(np.count_nonzero(self.waiting))
+        return n

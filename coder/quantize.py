@@ -33,12 +33,13 @@ def _frequencies(probs: torch.Tensor) -> torch.Tensor:
     remainder = PROB_TOTAL - x.sum(dim=-1, keepdim=True)
     # f * 256 + (255 - index) < 2**24 is exact in float32: its max picks the top byte.
     ramp = torch.arange(ALPHABET - 1, -1, -1, dtype=torch.float32, device=x.device)
-    key = torch.addcmul(ramp, x, torch.tensor(float(ALPHABET), device=x.device))
+    key = x * float(ALPHABET) + ramp  # no tensor from a Python number: nothing to copy inside a CUDA graph
     top = (ALPHABET - 1) - key.amax(dim=-1, keepdim=True).remainder_(ALPHABET).long()
-    broken = (x.gather(-1, top) + remainder < 1).squeeze(-1)
-    if bool(broken.any()):  # rare: only for rows that were not normalised
-        x[broken] = float(PROB_TOTAL // ALPHABET)
-        remainder[broken] = 0.0
+    # Rare (only rows that were not normalised), and branch-free: no host sync, so the
+    # whole function can run inside a CUDA graph.
+    broken = x.gather(-1, top) + remainder < 1
+    x = torch.where(broken, float(PROB_TOTAL // ALPHABET), x)
+    remainder = torch.where(broken, 0.0, remainder)
     return x.scatter_add_(-1, top, remainder)
 
 

@@ -14,15 +14,14 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import os
-import platform
 import time
 
 import numpy as np
 import torch
 
-from .engine import EngineConfig, NeuralCompressor, Precision
+from .engine import EngineConfig, NeuralCompressor
 from .model import BOS, CONFIGS, ByteLM
+from .numerics import Precision, describe_machine
 from .segment import SegmentConfig
 
 
@@ -34,7 +33,7 @@ def load_docs(data: str | None, max_bytes: int, split: str = "heldout") -> list[
     else:
         from pipeline.sample import stdlib_files
 
-        docs = [f.text.encode() for f in stdlib_files(split)]
+        docs = [f.text.encode() for f in stdlib_files(None if split == "all" else split)]
     out, total = [], 0
     for d in docs:
         if max_bytes and total >= max_bytes:
@@ -61,34 +60,45 @@ def heldout_bits_per_byte(comp: NeuralCompressor, docs: list[bytes]) -> float:
     return nll / n / math.log(2)
 
 
-def flops_per_position(model: ByteLM, context: int) -> float:
-    """Forward FLOPs per position: 2 per weight multiply-add, plus attention scores."""
+def flops_per_position(model: ByteLM, context: float) -> float:
+    """Forward FLOPs per position: 2 per weight multiply-add, plus attention scores and
+    the weighted sum over `context` positions."""
     cfg = model.cfg
     weights = 12 * cfg.n_layer * cfg.n_embd**2 + cfg.n_embd * 256
     return 2 * weights + 4 * cfg.n_layer * cfg.n_embd * context
 
 
+def make_compressor(args, precision: Precision, graphs: bool = True) -> NeuralCompressor:
+    cfg = EngineConfig(lanes=args.lanes, group=args.group or min(args.lanes, EngineConfig.group),
+                       lane_sets=args.lane_sets, max_window_bytes=args.max_window_bytes, precision=precision,
+                       device=args.device, cuda_graphs=graphs)
+    seg = SegmentConfig(percentile=args.percentile, call_positions=args.call_positions or SegmentConfig.call_positions)
+    if args.model == "shipped":
+        return NeuralCompressor.load(args.checkpoint, cfg, seg)
+    torch.manual_seed(0)  # random weights of a named config: speed only
+    m = ByteLM(CONFIGS[args.model])
+    return NeuralCompressor(m, m.fingerprint(), cfg, seg)
+
+
+def timed_compress(comp: NeuralCompressor, docs: list[bytes], thresholds):
+    """(records, seconds, stats) of one compress call, after a warm-up call that compiles
+    kernels and captures CUDA graphs (a long-running actor pays that once)."""
+    comp.compress([d[:300] for d in docs[:4]], thresholds)
+    comp.stats = type(comp.stats)()
+    t = time.perf_counter()
+    records = comp.compress(docs, thresholds)
+    return records, time.perf_counter() - t, comp.stats
+
+
 def run(args) -> dict:
     if args.threads:
         torch.set_num_threads(args.threads)
-    cfg = EngineConfig(lanes=args.lanes, group=args.group or min(args.lanes, EngineConfig.group), max_window_bytes=args.max_window_bytes,
-                       precision=Precision(args.precision), device=args.device)
-    seg = SegmentConfig(percentile=args.percentile)
-    if args.model == "shipped":
-        comp = NeuralCompressor.load(args.checkpoint, cfg, seg)
-    else:  # random weights of a named config: speed only
-        torch.manual_seed(0)
-        m = ByteLM(CONFIGS[args.model])
-        comp = NeuralCompressor(m, m.fingerprint(), cfg, seg)
-    docs = load_docs(args.data, args.bytes)
+    comp = make_compressor(args, Precision(args.precision))
+    docs = load_docs(args.data, args.bytes, args.split)
     thresholds = comp.calibrate(docs[: max(1, len(docs) // 4)])
-    comp.stats = type(comp.stats)()  # measure the run, not calibration
-
-    t0 = time.perf_counter()
-    records = comp.compress(docs, thresholds)
-    wall = time.perf_counter() - t0
-    st = comp.stats
+    records, wall, st = timed_compress(comp, docs, thresholds)
     n = st.bytes
+    block = comp.model.cfg.block_size
     out = {
         "data": args.data or "stdlib:heldout",
         "docs": st.docs,
@@ -96,7 +106,10 @@ def run(args) -> dict:
         "model": args.model if args.model != "shipped" else f"shipped:{comp.fingerprint}",
         "params": comp.model.num_params(),
         "device": str(comp.device),
+        "precision": comp.precision.value,
+        "precision_requested": args.precision,
         "numerics": comp.numerics,
+        "lanes": comp.cfg.lanes, "group": comp.cfg.group, "lane_sets": comp.lane_sets,
         "theta_abs": thresholds.theta_abs,
         "theta_jump": thresholds.theta_jump,
         "segments": st.segments,
@@ -108,20 +121,22 @@ def run(args) -> dict:
         "bytes_per_window": n / max(st.windows, 1),
         "model_positions_per_byte": st.code_positions / max(st.coded_bytes, 1),
         "model_positions_per_byte_padded": st.code_padded_positions / max(st.coded_bytes, 1),
+        "segmentation_positions_per_byte": st.seg_positions / max(n, 1),
         "coded_bytes": st.coded_bytes,
         "coding_positions_per_s": st.code_padded_positions / max(st.code_time, 1e-9),
         "segmentation_positions_per_s": st.seg_positions / max(st.seg_time, 1e-9),
-        "segmentation_positions_per_byte": st.seg_positions / max(n, 1),
+        "bytes_per_s_segmentation": n / max(st.seg_time, 1e-9),
+        "bytes_per_s_coding": st.coded_bytes / max(st.code_time, 1e-9),
         "bytes_per_s": n / wall,
         "wall_s": wall,
         "model_forward_fraction": st.model_time / wall,
         "segmentation_time_fraction": st.seg_time / wall,
         "coding_time_fraction": st.code_time / wall,
         "torch_threads": torch.get_num_threads(),
-        "cpu": platform.processor() or platform.machine(),
-        "cpus": os.cpu_count(),
+        **describe_machine(comp.device),
     }
-    flops = flops_per_position(comp.model, comp.model.cfg.block_size // 2) * (st.seg_positions + st.code_padded_positions)
+    flops = (flops_per_position(comp.model, block / 2) * st.seg_positions
+             + flops_per_position(comp.model, comp.cfg.max_window_bytes) * st.code_padded_positions)
     out["model_tflops_per_s"] = flops / wall / 1e12
     if args.peak_tflops:
         out["mfu"] = out["model_tflops_per_s"] / args.peak_tflops
@@ -133,8 +148,49 @@ def run(args) -> dict:
         t = time.perf_counter()
         out["verified_docs"] = int(sum(comp.verify(records, docs)))
         out["verify_s"] = time.perf_counter() - t
+    if args.compare_bytes:
+        out.update(compare_precisions(args, comp, docs, thresholds))
+    if comp.device.type == "cuda" and args.compare_graphs:
+        out.update(compare_graphs(args, comp, docs, thresholds))
     if args.roundtrip_files:
         out.update(roundtrip(comp, thresholds, args.roundtrip_files))
+    return out
+
+
+def compare_precisions(args, comp: NeuralCompressor, docs: list[bytes], thresholds) -> dict:
+    """bytes/s of bf16, fp32 and auto on the same sample (the first compare_bytes of the
+    documents), each in a fresh engine: does auto pick the faster one on this machine?"""
+    sample = _first_bytes(docs, args.compare_bytes)
+    n = sum(map(len, sample))
+    out = {"precision_compare_bytes": n}
+    for p in (Precision.BF16, Precision.FP32, Precision.AUTO):
+        c = comp if p is Precision(args.precision) else make_compressor(args, p)
+        _, wall, _ = timed_compress(c, sample, thresholds)
+        out[f"bytes_per_s_{p.value}"] = n / wall
+    out["auto_vs_fastest"] = out["bytes_per_s_auto"] / max(out["bytes_per_s_bf16"], out["bytes_per_s_fp32"])
+    return out
+
+
+def compare_graphs(args, comp: NeuralCompressor, docs, thresholds) -> dict:
+    """CUDA graphs against eager calls on the comparison sample: speed-up, same bits."""
+    sample = _first_bytes(docs, args.compare_bytes or sum(map(len, docs)))
+    graph_recs, graph_wall, _ = timed_compress(comp, sample, thresholds)
+    eager = make_compressor(args, comp.precision, graphs=False)
+    eager_recs, eager_wall, _ = timed_compress(eager, sample, thresholds)
+    same = all(np.array_equal(a.symbols, b.symbols) and np.array_equal(a.window_counts, b.window_counts)
+               and np.array_equal(a.seg_off, b.seg_off) for a, b in zip(graph_recs, eager_recs))
+    n = sum(map(len, sample))
+    return {"graph_bytes_per_s": n / graph_wall, "eager_bytes_per_s": n / eager_wall, "graph_speedup": eager_wall / graph_wall,
+            "graph_bit_identical": bool(same)}
+
+
+def _first_bytes(docs: list[bytes], max_bytes: int) -> list[bytes]:
+    out, total = [], 0
+    for d in docs:
+        if total >= max_bytes:
+            break
+        out.append(d[: max_bytes - total])
+        total += len(out[-1])
     return out
 
 
@@ -160,13 +216,21 @@ def main(argv=None) -> None:
     ap.add_argument("--json", action="store_true", help="one line of JSON (default: indented)")
     ap.add_argument("--data", help="corpus URL (shard or directory); default: stdlib held-out files")
     ap.add_argument("--bytes", type=int, default=400_000, help="bytes of the corpus to compress (0: all)")
+    ap.add_argument("--split", choices=["heldout", "train", "all"], default="heldout",
+                    help="which standard-library files when there is no --data (held-out: the model never saw them)")
     ap.add_argument("--model", default="shipped", choices=["shipped", *sorted(CONFIGS)],
                     help="shipped checkpoint, or random weights of a named config (speed only)")
     ap.add_argument("--checkpoint", help="checkpoint path (default: the shipped one)")
     ap.add_argument("--lanes", type=int, default=EngineConfig.lanes)
     ap.add_argument("--group", type=int, default=0, help="lanes per model call (default: engine default)")
+    ap.add_argument("--lane-sets", type=int, default=0, help="lane sets coded in turn (0: 2 on CUDA, 1 on CPU)")
+    ap.add_argument("--call-positions", type=int, default=0, help="positions per segmentation call (0: default)")
     ap.add_argument("--max-window-bytes", type=int, default=EngineConfig.max_window_bytes)
-    ap.add_argument("--precision", default="bf16", choices=[p.value for p in Precision])
+    ap.add_argument("--precision", default="auto", choices=[p.value for p in Precision])
+    ap.add_argument("--compare-bytes", type=int, default=100_000,
+                    help="also time bf16, fp32 and auto on this many bytes of the sample (0: skip)")
+    ap.add_argument("--compare-graphs", action=argparse.BooleanOptionalAction, default=True,
+                    help="on CUDA, also run every call eagerly: graph speed-up and identical bits")
     ap.add_argument("--device", default="auto")
     ap.add_argument("--percentile", type=float, default=95.0)
     ap.add_argument("--threads", type=int, default=0)

@@ -1,7 +1,8 @@
 """Train the byte-level compressor model: `python -m compressor_model.train --data URL ...`.
 
 Reads JSONL / JSONL.zst / Parquet shards (local or any fsspec URL), trains with AdamW
-and a warm-up + cosine schedule (bf16 autocast on CPU and CUDA), checkpoints every
+and a warm-up + cosine schedule (bf16 autocast where bf16 is native and faster: on CUDA
+and on CPUs with bf16 units, see numerics.py; fp32 elsewhere), checkpoints every
 `--ckpt-every` steps and resumes from the last checkpoint after a kill: batches are
 drawn from a generator seeded by (seed, step), so a resumed run sees exactly the data
 the uninterrupted run would have seen.
@@ -22,6 +23,8 @@ import torch
 from tqdm import tqdm
 
 from .model import BOS, CONFIGS, ByteLM, ModelConfig, load_checkpoint
+from .numerics import Precision, pick_device, resolve
+from .numerics import autocast as numerics_autocast
 
 
 @dataclass
@@ -39,7 +42,7 @@ class TrainConfig:
     warmup: int = 200
     weight_decay: float = 0.1
     grad_clip: float = 1.0
-    bf16: bool = True
+    precision: Precision = Precision.AUTO  # auto: bf16 on CUDA and CPUs with native bf16, else fp32
     eval_every: int = 500
     eval_batches: int = 16
     ckpt_every: int = 100
@@ -47,6 +50,7 @@ class TrainConfig:
     device: str = "auto"  # auto: cuda when present
     threads: int = 0  # torch CPU threads, 0: torch's default
     stop_after: int = 0  # leave after this many steps in this invocation (time-limited jobs); rerun to go on
+    max_seconds: float = 0.0  # training time budget: the model is written when it runs out (0: none)
 
 
 class Corpus:
@@ -82,6 +86,11 @@ class Corpus:
         return torch.from_numpy(x), torch.from_numpy(y)
 
 
+def config_dict(cfg: TrainConfig) -> dict:
+    """The config as plain values (it goes into JSON and into weights_only checkpoints)."""
+    return {**asdict(cfg), "precision": cfg.precision.value}
+
+
 def lr_at(step: int, cfg: TrainConfig) -> float:
     if step < cfg.warmup:
         return cfg.lr * (step + 1) / cfg.warmup
@@ -115,10 +124,10 @@ def save_atomic(obj, path: Path) -> None:
 
 
 def train(cfg: TrainConfig) -> dict:
-    device = torch.device("cuda" if cfg.device == "auto" and torch.cuda.is_available() else
-                          ("cpu" if cfg.device == "auto" else cfg.device))
+    device = pick_device(cfg.device)
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
+    precision = resolve(cfg.precision, device)
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
     mcfg: ModelConfig = CONFIGS[cfg.model]
@@ -137,15 +146,16 @@ def train(cfg: TrainConfig) -> dict:
 
     train_data = Corpus(cfg.data, cfg.text_field)
     heldout = Corpus(cfg.heldout, cfg.text_field) if cfg.heldout else None
-    autocast = lambda: torch.autocast(device.type, dtype=torch.bfloat16, enabled=cfg.bf16)  # noqa: E731
-    (out / "config.json").write_text(json.dumps(asdict(cfg), indent=1))
+    autocast = lambda: numerics_autocast(device, precision)  # noqa: E731
+    (out / "config.json").write_text(json.dumps(config_dict(cfg), indent=1))
     log = (out / "train_log.jsonl").open("a")
 
     model.train()
     bar = tqdm(total=cfg.steps, initial=step, desc="train", unit="step")
     t0 = time.time() - elapsed
     stop_at = min(cfg.steps, step + cfg.stop_after) if cfg.stop_after else cfg.steps
-    while step < stop_at:
+    out_of_time = False
+    while step < stop_at and not out_of_time:
         for g in opt.param_groups:
             g["lr"] = lr_at(step, cfg)
         x, y = train_data.batch(np.random.default_rng([cfg.seed, step]), cfg.batch_size, seq_len)
@@ -164,12 +174,13 @@ def train(cfg: TrainConfig) -> dict:
             rec["heldout_bits_per_byte"] = bits_per_byte(model, heldout, cfg, seq_len, device, autocast)
             bar.write(f"step {step}: held-out {rec['heldout_bits_per_byte']:.4f} bits/byte")
         log.write(json.dumps(rec) + "\n")
-        if step % cfg.ckpt_every == 0 or step == stop_at:
+        out_of_time = bool(cfg.max_seconds) and time.time() - t0 >= cfg.max_seconds
+        if step % cfg.ckpt_every == 0 or step == stop_at or out_of_time:
             log.flush()
             save_atomic({"model": model.state_dict(), "optimizer": opt.state_dict(), "step": step,
-                         "elapsed": time.time() - t0, "config": asdict(cfg)}, state_path)
+                         "elapsed": time.time() - t0, "config": config_dict(cfg)}, state_path)
     bar.close()
-    if step < cfg.steps:
+    if step < cfg.steps and not out_of_time:
         print(f"stopped at step {step} of {cfg.steps}; run the same command again to continue")
         return {"steps": step, "stopped": True}
     wall = time.time() - t0
@@ -179,14 +190,18 @@ def train(cfg: TrainConfig) -> dict:
         "train_docs": train_data.n_docs,
         "train_bytes": int(len(train_data.data)),
         "positions_seen": step * cfg.batch_size * seq_len,
+        "positions_per_s": round(step * cfg.batch_size * seq_len / max(wall, 1e-9), 1),
+        "stopped_by_time": out_of_time,
         "params": model.num_params(),
+        "precision": precision.value,
+        "device": str(device),
     }
     if heldout:
         result["heldout_docs"] = heldout.n_docs
         result["heldout_bytes"] = int(len(heldout.data))
         result["heldout_bits_per_byte"] = round(bits_per_byte(model, heldout, cfg, seq_len, device, autocast), 4)
     model = model.cpu().float()
-    save_atomic(model.to_checkpoint(training=result, train_config=asdict(cfg)), out / "model.pt")
+    save_atomic(model.to_checkpoint(training=result, train_config=config_dict(cfg)), out / "model.pt")
     (out / "result.json").write_text(json.dumps(result, indent=1))
     print(json.dumps(result))
     return result
@@ -198,13 +213,17 @@ def parse_args(argv=None) -> TrainConfig:
         flag = "--" + f.name.replace("_", "-")
         if f.name in ("data", "heldout"):
             ap.add_argument(flag, nargs="+", default=[], required=f.name == "data")
+        elif f.name == "precision":
+            ap.add_argument(flag, default=f.default.value, choices=[p.value for p in Precision],
+                            help="auto: bf16 where native and faster, else fp32")
         elif f.type in (bool, "bool"):
             ap.add_argument(flag, action=argparse.BooleanOptionalAction, default=f.default)
         else:
             kind = {"int": int, "float": float, "str": str}[f.type if isinstance(f.type, str) else f.type.__name__]
             ap.add_argument(flag, type=kind, default=f.default,
                             choices=sorted(CONFIGS) if f.name == "model" else None)
-    return TrainConfig(**vars(ap.parse_args(argv)))
+    args = vars(ap.parse_args(argv))
+    return TrainConfig(**{**args, "precision": Precision(args["precision"])})
 
 
 def main(argv=None) -> None:

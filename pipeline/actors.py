@@ -2,111 +2,60 @@
 
 from __future__ import annotations
 
+import math
 import os
 import sys
 import time
-from dataclasses import asdict
 
 from coder import FORMAT_VERSION
 
-from .compressors import REGISTRY
 from .config import Compressor, JobConfig, content_config, register_secrets
+from .errors import JobError
+from .model_service import ModelService
 from .redact import redact
-from .service import CacheService, ModelService, NeuralBackend, ShardedCache
-from .shard import ShardResult, ShardTask, commit_marker, mark_failed, process_shard
+from .service import CacheService
+from .shard import ShardTask, mark_failed
+from .tasks import Progress, make_backend, shard_task
 
 
-class Progress:
-    """Counters the shard tasks bump after every batch, and which worker process holds
-    which shard; the driver polls them."""
-
-    def __init__(self):
-        self.docs = self.bytes = 0
-        self.working: dict[str, int] = {}
-
-    def add(self, docs: int, nbytes: int) -> None:
-        self.docs += docs
-        self.bytes += nbytes
-
-    def started(self, shard: str, pid: int) -> None:
-        self.working[shard] = pid
-
-    def finished(self, shard: str) -> None:
-        self.working.pop(shard, None)
-
-    def get(self) -> tuple[int, int]:
-        return self.docs, self.bytes
-
-    def in_flight(self) -> dict[str, int]:
-        return dict(self.working)
+def actor_cpus(cfg: JobConfig, cluster_cpus: float, local: bool) -> float:
+    """CPUs each model actor reserves: run.cpus_per_actor, or where that is 0, on a
+    single-machine cluster every CPU the shard tasks do not reserve (shard tasks mostly
+    wait on the actor, so the model gets the cores), elsewhere one."""
+    r = cfg.run
+    if r.cpus_per_actor:
+        return r.cpus_per_actor
+    if local:
+        return max(0.0, cluster_cpus - r.shard_workers * r.shard_cpus) / max(1, r.model_actors)
+    return 1.0
 
 
-def make_backend(cfg: JobConfig, service=None):
-    """The shard worker's compressor: the model actor's, or a CPU-only one from the registry."""
-    if cfg.model.compressor is Compressor.NEURAL:
-        return NeuralBackend(service, remote=True)
-    return REGISTRY[cfg.model.compressor](cfg)
-
-
-def shard_task(group: list[ShardTask], cfg: JobConfig, service, caches, thresholds, meta, progress) -> list[ShardResult]:
-    """Body of one Ray task: a shard, or a group of small shards sharing model calls.
-    Input problems come back as failed results (permanent); anything else raises so
-    the driver can retry the whole group."""
-    from .job import remove
-    from .readers import ShardError
-    from .shard import MemoryBoundExceeded, process_group
-
-    register_secrets(cfg)  # this worker's error messages are scrubbed of them too
-    backend = make_backend(cfg, service)
-    cache = ShardedCache(caches, cfg.cache) if caches else None
-    report = (lambda d, b: progress.add.remote(d, b)) if progress is not None else None
-    for t in group:
-        if progress is not None:
-            progress.started.remote(t.name, os.getpid())
-    try:
-        if len(group) == 1 and group[0].size >= cfg.run.small_shard_bytes:
-            try:
-                pairs = [(group[0], process_shard(group[0], cfg, backend, cache, thresholds, meta, report))]
-            except (ShardError, MemoryBoundExceeded) as e:
-                pairs = [(group[0], e)]
-        else:
-            pairs = process_group(group, cfg, backend, cache, thresholds, meta, report)
-    finally:
-        for t in group:
-            if progress is not None:
-                progress.finished.remote(t.name)
-    results = []
-    for t, r in pairs:
-        if isinstance(r, BaseException):
-            results.append(mark_failed(t, cfg, r))
-        else:
-            commit_marker(t, cfg, r, meta)
-            remove(t.out(cfg, "_failed"), cfg.storage_options)
-            results.append(r)
-    return results
+def actor_threads(cfg: JobConfig, cpus: float) -> int:
+    """torch threads of a model actor: every CPU it was given (run.torch_threads overrides)."""
+    return cfg.run.torch_threads or max(1, math.ceil(cpus))
 
 
 class ActorContext:
     def __init__(self, cfg: JobConfig, started_ray: bool):
         import ray
 
-        from .job import default_torch_threads
-
         self.cfg, self.started_ray = cfg, started_ray
         self.models, self.caches = [], []
         # Named, so that an operator (or a fault-injection test) can find them.
         self.run_id = os.urandom(4).hex()
+        local = started_ray or cfg.run.address == "local"
+        self.actor_cpus = actor_cpus(cfg, ray.cluster_resources().get("CPU", 0.0), local)
         self._check_resources()
         self.progress = ray.remote(Progress).options(num_cpus=0, name=self._name("progress")).remote()
         if cfg.model.compressor is not Compressor.NEURAL:  # CPU-only compressors run in the shard tasks
             info = make_backend(cfg).info
         else:
             Model = ray.remote(ModelService)
-            threads = default_torch_threads(cfg)
+            threads = actor_threads(cfg, self.actor_cpus)
             # Actors read the checkpoint themselves (any fsspec URL every node can reach), so
             # a restarted actor needs nothing from the driver.
             self.models = [
-                Model.options(name=self._name(f"model-{i}"), num_cpus=cfg.run.cpus_per_actor,
+                Model.options(name=self._name(f"model-{i}"), num_cpus=self.actor_cpus,
                               num_gpus=cfg.run.gpus_per_actor, max_restarts=-1, max_task_retries=0).remote(cfg, threads)
                 for i in range(cfg.run.model_actors)
             ]
@@ -115,12 +64,16 @@ class ActorContext:
                 self.caches = [Cache.options(name=self._name(f"cache-{i}"), num_cpus=0, max_restarts=-1)
                                .remote(cfg.cache.max_bytes_per_shard) for i in range(cfg.cache.shards)]
             try:
-                info = ray.get(self.models[0].info.remote())
+                infos = ray.get([m.info.remote() for m in self.models])
             except ray.exceptions.RayError as e:
-                from .job import JobError
-
                 self.shutdown()
                 raise JobError(f"the model actor could not start: {_creation_error(e)}") from None
+            info = infos[0]
+            if len({i["namespace"] for i in infos}) > 1:
+                self.shutdown()
+                kinds = sorted({i["numerics"] for i in infos})
+                raise JobError(f"the model actors compute with different numerics ({kinds}): their outputs must not "
+                               "mix; use one kind of node for the model actors, or set engine.precision")
         self.meta = {
             **info,
             "coder_format_version": FORMAT_VERSION,
@@ -135,17 +88,15 @@ class ActorContext:
         """Fail fast, not hang, when the model actors leave no CPU for a shard task."""
         import ray
 
-        from .job import JobError
-
         r = self.cfg.run
         if self.cfg.model.compressor is not Compressor.NEURAL:
             return
-        need = r.model_actors * r.cpus_per_actor + r.shard_cpus
+        need = r.model_actors * self.actor_cpus + r.shard_cpus
         have = ray.cluster_resources().get("CPU", 0.0)
         gpus = ray.cluster_resources().get("GPU", 0.0)
-        if need > have or r.model_actors * r.gpus_per_actor > gpus:
+        if self.actor_cpus <= 0 or need > have or r.model_actors * r.gpus_per_actor > gpus:
             msg = (f"this Ray cluster has {have:g} CPUs and {gpus:g} GPUs; {r.model_actors} model actor(s) x "
-                   f"{r.cpus_per_actor:g} CPU / {r.gpus_per_actor:g} GPU plus one shard task ({r.shard_cpus:g} CPU) "
+                   f"{self.actor_cpus:g} CPU / {r.gpus_per_actor:g} GPU plus one shard task ({r.shard_cpus:g} CPU) "
                    "do not fit: lower run.model_actors, run.cpus_per_actor or run.shard_cpus")
             if self.started_ray:  # a cluster of our own will not grow
                 self.shutdown()

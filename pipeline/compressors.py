@@ -16,7 +16,7 @@ import hashlib
 import numpy as np
 import pyarrow as pa
 
-from compressor_model.engine import DocRecord, Stats
+from compressor_model.records import DocRecord, Stats
 
 from .config import Compressor, JobConfig
 

@@ -15,8 +15,7 @@ from dataclasses import dataclass, field
 
 import yaml
 
-from compressor_model.engine import EngineConfig
-from compressor_model.segment import SegmentConfig
+from compressor_model.config import EngineConfig, SegmentConfig
 
 from .readers import ReaderConfig
 
@@ -56,10 +55,11 @@ class RunConfig:
     address: str = ""  # Ray address: "" joins $RAY_ADDRESS if set (ray job submit), else starts a local cluster
     model_actors: int = 1  # actors holding the model (one per GPU in a GPU cluster)
     gpus_per_actor: float = 0.0  # 0: CPU actors
-    cpus_per_actor: float = 1.0
-    torch_threads: int = 0  # 0: cpus_per_actor
+    cpus_per_actor: float = 0.0  # 0: on a single-machine cluster every CPU the shard tasks do not
+    #                              reserve, split over the actors; on a multi-node cluster 1
+    torch_threads: int = 0  # 0: every CPU the actor reserved (rounded up)
     shard_workers: int = 2  # shard tasks in flight (readers/packers/writers)
-    shard_cpus: float = 0.5  # Ray CPUs reserved per shard task
+    shard_cpus: float = 0.25  # Ray CPUs reserved per shard task (they mostly wait on the model)
     batch_bytes: int = 512 << 10  # document bytes per model call
     doc_slice_bytes: int = 4 << 20  # longer documents are compressed a slice at a time
     small_shard_bytes: int = 256 << 10  # shards smaller than this (on storage) share tasks and model calls

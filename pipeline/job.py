@@ -14,21 +14,20 @@ coder runs, backpressure, retries, commits).
 from __future__ import annotations
 
 import fnmatch
-import os
 import time
 from dataclasses import asdict, dataclass, field
 
 import fsspec
 
+from compressor_model.config import SegmenterKind, Thresholds
+
+from .actors import start_actors
 from .config import JobConfig, dump_config
-from .output import join, read_json, write_bytes_atomic, write_json_atomic
+from .errors import JobError
+from .output import exists, join, read_json, write_bytes_atomic, write_json_atomic
 from .readers import SHARD_SUFFIXES, Document, ShardError, list_shards, read_shard
 from .redact import redact
-from .shard import Counts, ShardResult, ShardTask, commit_marker, mark_failed, process_shard
-
-
-class JobError(Exception):
-    """A problem with the job as a whole (bad input URL, incompatible output, ...)."""
+from .shard import Counts, ShardResult, ShardTask
 
 
 def shard_name(input_root: str, url: str) -> str:
@@ -89,17 +88,6 @@ def select(tasks: list[ShardTask], patterns: list[str]) -> list[ShardTask]:
     if unknown:
         raise JobError(f"--shards: no shard matches {unknown}; known: {[t.name for t in tasks][:20]}")
     return out
-
-
-def exists(url: str, storage_options: dict) -> bool:
-    fs, path = fsspec.core.url_to_fs(url, **storage_options)
-    return fs.exists(path)
-
-
-def remove(url: str, storage_options: dict) -> None:
-    fs, path = fsspec.core.url_to_fs(url, **storage_options)
-    if fs.exists(path):
-        fs.rm(path)
 
 
 def sample_docs(tasks: list[ShardTask], cfg: JobConfig, max_bytes: int) -> list[bytes]:
@@ -189,10 +177,6 @@ def _check_output(cfg: JobConfig, namespace: str, tasks: list[ShardTask], force:
 
 
 def run_job(cfg: JobConfig, shards: list[str] | None = None, force: bool = False, log=print) -> Summary:
-    import ray
-
-    from .actors import start_actors
-
     if not cfg.input or not cfg.output:
         raise JobError("both --input and --output are required")
     t0 = time.perf_counter()
@@ -238,8 +222,6 @@ def clear_tmp(cfg: JobConfig) -> None:
 
 
 def load_or_calibrate(cfg: JobConfig, ctx, tasks, log):
-    from compressor_model.segment import SegmenterKind, Thresholds
-
     if cfg.segment.kind is not SegmenterKind.ENTROPY or ctx.meta["compressor"] != "neural":
         return None
     url = join(cfg.output, "thresholds.json")
@@ -256,8 +238,6 @@ def load_or_calibrate(cfg: JobConfig, ctx, tasks, log):
 
 def calibrate_job(cfg: JobConfig, log=print):
     """`proxycomp calibrate`: (re)compute and store the thresholds."""
-    from .actors import start_actors
-
     tasks = plan_tasks(cfg)
     ctx = start_actors(cfg)
     try:
@@ -301,11 +281,3 @@ def write_manifest(cfg: JobConfig, tasks: list[ShardTask]) -> dict:
     manifest = {"schema_version": 1, "input": redact(cfg.input), "shards": shards}
     write_json_atomic(join(cfg.output, "manifest.json"), manifest, cfg.storage_options)
     return manifest
-
-
-def default_torch_threads(cfg: JobConfig) -> int:
-    if cfg.run.torch_threads:
-        return cfg.run.torch_threads
-    if cfg.run.address == "local":
-        return max(1, (os.cpu_count() or 1) // max(1, cfg.run.model_actors))
-    return max(1, int(cfg.run.cpus_per_actor))

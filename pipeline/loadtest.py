@@ -84,7 +84,7 @@ def memory(tmp: str, name: str, lines: list[str], bound: int) -> dict:
         torch.save(ByteLM(CONFIGS["tiny"]).to_checkpoint(), ckpt)
     out = os.path.join(tmp, f"out-{name}")
     cfg = _job(d, out, f"model.checkpoint={json.dumps(ckpt)}", "engine.lanes=4096", "engine.group=2048",
-               "segment.rows=256", f"run.worker_memory_bytes={bound}", "run.calibration_bytes=2000000",
+               "segment.call_positions=65536", f"run.worker_memory_bytes={bound}", "run.calibration_bytes=2000000",
                "run.torch_threads=2")
     s, wall = _run(cfg)
     stats = read_json(os.path.join(out, "_stats", f"{name}.json"))

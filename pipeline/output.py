@@ -218,3 +218,14 @@ class ShardWriter:
             self._writer.close()
         finally:
             self._ctx.__exit__(RuntimeError, RuntimeError("aborted"), None)
+
+
+def exists(url: str, storage_options: dict) -> bool:
+    fs, path = fsspec.core.url_to_fs(url, **storage_options)
+    return fs.exists(path)
+
+
+def remove(url: str, storage_options: dict) -> None:
+    fs, path = fsspec.core.url_to_fs(url, **storage_options)
+    if fs.exists(path):
+        fs.rm(path)

@@ -9,7 +9,6 @@ one can be measured on the other.
 from __future__ import annotations
 
 import hashlib
-import io
 import json
 import sysconfig
 from dataclasses import dataclass

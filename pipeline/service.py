@@ -1,9 +1,7 @@
-"""What runs inside Ray actors: the model service and the segment cache shards.
-
-Both are plain classes (usable in-process too); `pipeline.job` wraps them with
-`ray.remote`. The model service does only model work (segmentation and the windowed
-coding loop, whose coder kernel runs in the same process because every window's
-probabilities depend on where the previous window ended); shard workers do the rest.
+"""The shard worker's side of the services: the model actor as a compression backend,
+and the segment cache shards (plain classes, usable in-process too; `pipeline.actors`
+wraps them with `ray.remote`). Nothing here imports torch: shard workers and cache
+actors stay light, and only model actors (`pipeline.model_service`) load the model.
 """
 
 from __future__ import annotations
@@ -11,64 +9,13 @@ from __future__ import annotations
 import hashlib
 import os
 
-import numpy as np
 import pyarrow as pa
-import torch
 
 from cache.local import LocalSegmentCache
-from coder import CoderConfig, Windows
-from compressor_model.engine import NeuralCompressor, compress_documents
-from compressor_model.segment import Thresholds
+from coder import CoderConfig
+from compressor_model.records import compress_documents
 
-from .config import CacheConfig, JobConfig
-
-
-class ModelService:
-    def __init__(self, cfg: JobConfig, torch_threads: int = 0):
-        from .config import register_secrets
-
-        register_secrets(cfg)
-        if torch_threads:
-            torch.set_num_threads(torch_threads)
-        self.comp = NeuralCompressor.load(read_checkpoint(cfg.model.checkpoint, cfg.storage_options),
-                                          cfg.engine, cfg.segment)
-
-    def info(self) -> dict:
-        c = self.comp
-        return {
-            "compressor": "neural",
-            "fingerprint": c.fingerprint,
-            "namespace": c.namespace,
-            "numerics": c.numerics,
-            "coder": {"window_bits": c.cfg.window_bits, "symbol_bits": c.cfg.symbol_bits,
-                      "max_window_bytes": c.cfg.max_window_bytes},
-            "n_symbols": 1 << c.cfg.symbol_bits,
-            "training": c.training_info,
-            "device": str(c.device),
-        }
-
-    def calibrate(self, docs: list[bytes]) -> Thresholds:
-        return self.comp.calibrate(docs)
-
-    def segment(self, docs: list[bytes], thresholds: Thresholds | None) -> list[np.ndarray]:
-        return self.comp.segment(docs, thresholds)
-
-    def encode(self, data: np.ndarray, seg_off: np.ndarray) -> Windows:
-        return self.comp.encode_segments(data, seg_off)
-
-    def decode(self, windows: Windows, seg_off: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        return self.comp.decode_segments(windows, seg_off)
-
-    def stats(self) -> dict:
-        return vars(self.comp.stats)
-
-    def pid(self) -> int:
-        return os.getpid()
-
-    def maxrss(self) -> int:
-        import resource
-
-        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+from .config import CacheConfig
 
 
 class NeuralBackend:
@@ -164,16 +111,6 @@ class ShardedCache:
 
             return ray.get(call)
         return call
-
-
-def read_checkpoint(url: str, storage_options: dict | None = None) -> bytes | None:
-    """Checkpoint bytes from any fsspec URL (None: the shipped checkpoint)."""
-    if not url:
-        return None
-    import fsspec
-
-    with fsspec.open(url, "rb", **(storage_options or {})) as f:
-        return f.read()
 
 
 def checkpoint_digest(data: bytes | None) -> str:

@@ -15,7 +15,7 @@ from dataclasses import asdict, dataclass, field, fields
 
 import numpy as np
 
-from compressor_model.engine import DocRecord
+from compressor_model.records import DocRecord
 
 from .config import JobConfig
 from .output import OutRow, ShardWriter, join, schema, write_bytes_atomic, write_json_atomic

@@ -4,6 +4,7 @@ shard's Parquet against the checksum in its marker."""
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 
 import fsspec
@@ -11,10 +12,12 @@ import numpy as np
 import pyarrow.parquet as pq
 
 from coder import CoderConfig, Packed, Windows, unpack
+from compressor_model.numerics import Precision
 
 from .compressors import REGISTRY
 from .config import Compressor, JobConfig
 from .job import plan_tasks
+from .model_service import ModelService
 from .output import read_json, read_metadata
 from .readers import Document, read_shard
 from .redact import redact
@@ -29,8 +32,6 @@ def _sha256(url: str, so: dict) -> str:
 
 
 def verify_output(cfg: JobConfig, sample: int, seed: int = 0, service=None, log=print) -> dict:
-    from .service import ModelService
-
     so = cfg.storage_options
     tasks = [t for t in plan_tasks(cfg) if fsspec.core.url_to_fs(t.out(cfg, "_done"), **so)[0].exists(
         fsspec.core.url_to_fs(t.out(cfg, "_done"), **so)[1])]
@@ -45,7 +46,7 @@ def verify_output(cfg: JobConfig, sample: int, seed: int = 0, service=None, log=
     picked = sorted(rng.choice(len(rows), size=min(sample, len(rows)), replace=False).tolist()) if rows else []
     if picked:
         if cfg.model.compressor is Compressor.NEURAL:
-            service = service or ModelService(cfg)
+            service = service or ModelService(_same_precision(cfg, rows[picked[0]][0]))
         else:
             service = service or REGISTRY[cfg.model.compressor](cfg)
         info = service.info() if callable(getattr(service, "info", None)) else service.info
@@ -63,6 +64,16 @@ def verify_output(cfg: JobConfig, sample: int, seed: int = 0, service=None, log=
                                           for r in wanted]
     report["ok"] = not report["checksum_failures"] and report["ok_docs"] == report["checked_docs"]
     return report
+
+
+def _same_precision(cfg: JobConfig, task) -> JobConfig:
+    """The job config with the precision the output was made with (not what `auto` would
+    pick on this machine): decoding needs the producer's exact probabilities."""
+    with fsspec.open(task.out(cfg, "shards"), "rb", **cfg.storage_options) as f:
+        made = read_metadata(pq.ParquetFile(f)).get("precision")
+    if not made:
+        return cfg
+    return dataclasses.replace(cfg, engine=dataclasses.replace(cfg.engine, precision=Precision(made)))
 
 
 def _verify_rows(cfg, task, wanted, service, info, report):

@@ -21,7 +21,7 @@ def tiny_model(seed: int = 0) -> ByteLM:
     return m
 
 
-def tiny_compressor(lanes: int = 16, group: int = 8, seg: SegmentConfig = SegmentConfig(rows=4), **kw) -> NeuralCompressor:
+def tiny_compressor(lanes: int = 16, group: int = 8, seg: SegmentConfig = SegmentConfig(call_positions=512), **kw) -> NeuralCompressor:
     m = tiny_model()
     return NeuralCompressor(m, m.fingerprint(), EngineConfig(lanes=lanes, group=group, **kw), seg)
 

@@ -13,8 +13,8 @@ from pipeline.sample import stdlib_files, take_bytes, write_shards
 from tests.engine_fixtures import tiny_model
 
 
-def tiny_checkpoint(path: Path) -> str:
-    torch.save(tiny_model().to_checkpoint(), path)
+def tiny_checkpoint(path: Path, model=None) -> str:
+    torch.save((model or tiny_model()).to_checkpoint(), path)
     return str(path)
 
 
@@ -28,7 +28,7 @@ def job_config(inp: str, out: str, ckpt: str, *extra: str, storage_options: dict
         f"input={json.dumps(inp)}", f"output={json.dumps(out)}", f"model.checkpoint={json.dumps(ckpt)}",
         "run.address=local", "run.progress=false", "run.torch_threads=1", "run.batch_bytes=8000",
         "run.shard_workers=2", "run.calibration_bytes=20000",
-        "engine.lanes=16", "engine.group=8", "segment.rows=4", "cache.shards=2",
+        "engine.lanes=64", "engine.group=32", "segment.call_positions=512", "cache.shards=2",
         *extra,
     ]
     if storage_options:

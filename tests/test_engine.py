@@ -103,7 +103,7 @@ def test_verify_catches_tampering(comp, thresholds):
 
 @pytest.mark.parametrize("kind", [SegmenterKind.NEWLINE, SegmenterKind.FIXED])
 def test_other_segmenters_round_trip(kind):
-    comp = tiny_compressor(seg=SegmentConfig(kind=kind, rows=4, fixed_bytes=40))
+    comp = tiny_compressor(seg=SegmentConfig(kind=kind, call_positions=512, fixed_bytes=40))
     docs = list(code_docs(4))
     recs = comp.compress(docs)
     assert comp.verify(recs, docs) == [True] * 4
@@ -146,3 +146,45 @@ def test_checkpoints_round_trip_and_refuse_code(tmp_path):
     import os
 
     assert not os.path.exists("/tmp/pwned_by_checkpoint")
+
+
+def test_lane_sets_and_thread_counts_do_not_change_a_bit(comp, thresholds):
+    docs = list(code_docs(8))
+    base = comp.compress(docs, thresholds)
+    two_sets = tiny_compressor(lanes=32, lane_sets=2).compress(docs, thresholds)
+    threads = torch.get_num_threads()
+    try:
+        torch.set_num_threads(2)
+        more_threads = tiny_compressor().compress(docs, thresholds)
+    finally:
+        torch.set_num_threads(threads)
+    for i in range(len(docs)):
+        assert records_equal(base[i], two_sets[i]) and records_equal(base[i], more_threads[i])
+    with pytest.raises(ValueError, match="multiple of group"):
+        tiny_compressor(lanes=24, group=8, lane_sets=2)
+
+
+def test_auto_precision_follows_the_hardware(monkeypatch):
+    from compressor_model import numerics
+
+    comp = tiny_compressor()  # auto: the concrete choice is stamped into numerics and the namespace
+    assert comp.precision in (Precision.BF16, Precision.FP32)
+    assert f"|{comp.precision.value}|" in comp.numerics and torch.backends.cpu.get_cpu_capability() in comp.numerics
+    other = Precision.FP32 if comp.precision is Precision.BF16 else Precision.BF16
+    assert tiny_compressor(precision=other).namespace != comp.namespace
+    cpu = torch.device("cpu")
+    assert numerics.resolve(Precision.FP32, cpu) is Precision.FP32 and numerics.resolve(Precision.BF16, cpu) is Precision.BF16
+
+    def decide(flags, speedup):
+        numerics.cpu_prefers_bf16.cache_clear()
+        monkeypatch.setattr(numerics, "cpu_flags", lambda: flags)
+        monkeypatch.setattr(numerics, "probe_bf16_speedup", lambda: speedup)
+        return numerics.resolve(Precision.AUTO, cpu)
+
+    try:
+        assert decide({"avx2", "fma"}, 9.0) is Precision.FP32  # emulated bf16: never, whatever a probe says
+        assert decide({"avx512f", "avx512_bf16"}, 2.0) is Precision.BF16
+        assert decide({"amx_bf16"}, 1.05) is Precision.FP32  # native but not faster here
+        assert decide(None, 2.0) is Precision.BF16  # flags unreadable: the probe decides
+    finally:
+        numerics.cpu_prefers_bf16.cache_clear()

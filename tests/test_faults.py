@@ -103,7 +103,7 @@ def test_killed_driver_then_resubmit(setup, tmp_path):
     out = tmp_path / "out"
     cmd = [str(BIN / "proxycomp"), "run", "--input", str(root / "in"), "--output", str(out), "--checkpoint", ckpt,
            "--no-progress", "--set", "run.address=local"]
-    cmd += [x for kv in ["engine.lanes=16", "engine.group=8", "segment.rows=4", "run.torch_threads=1",
+    cmd += [x for kv in ["engine.lanes=64", "engine.group=32", "segment.call_positions=512", "run.torch_threads=1",
                          "run.calibration_bytes=20000", *SLOW] for x in ("--set", kv)]
     seen_partial = []
     with open(tmp_path / "driver.log", "wb") as log:

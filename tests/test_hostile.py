@@ -10,8 +10,10 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 import ray
+import torch
 import zstandard
 
+from compressor_model.model import ByteLM, ModelConfig
 from pipeline.actors import init_local_ray
 from pipeline.job import run_job
 from pipeline.verify import verify_output
@@ -45,9 +47,11 @@ def write_corpus(d):
 
 def test_hostile_corpus(tmp_path):
     bad_files = write_corpus(tmp_path / "in")
-    ckpt = tiny_checkpoint(tmp_path / "tiny.pt")
+    torch.manual_seed(0)  # the smallest model that runs the whole job: this test is about input, not compression
+    ckpt = tiny_checkpoint(tmp_path / "micro.pt", ByteLM(ModelConfig(block_size=128, n_layer=1, n_head=1, n_embd=32)))
     cfg = job_config(str(tmp_path / "in"), str(tmp_path / "out"), ckpt, "reader.max_document_bytes=8000000",
-                     "engine.lanes=2048", "engine.group=1024", "segment.rows=128", "run.doc_slice_bytes=1000000", "run.batch_bytes=200000")
+                     "engine.lanes=2048", "engine.group=1024", "segment.call_positions=32768", "run.doc_slice_bytes=1000000", "run.batch_bytes=200000",
+                     "run.torch_threads=2")
     init_local_ray(num_cpus=2, logging_level="ERROR")
     try:
         s = run_job(cfg, log=lambda m: None)

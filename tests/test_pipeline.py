@@ -3,12 +3,10 @@
 from __future__ import annotations
 
 import json
-import zlib
 
 import pyarrow.parquet as pq
 import pytest
 import ray
-import zstandard
 
 from pipeline.cli import main as cli
 from pipeline.job import JobError, group_small, run_job, shard_status
@@ -188,7 +186,8 @@ def test_group_hit_rate_counts_distinct_segments(ckpt, tmp_path):
     """A second pass over the same small shards finds every distinct segment in the
     cache: the hit rate is exactly 1, however often a segment repeats in the documents."""
     from cache.local import LocalSegmentCache
-    from pipeline.service import ModelService, NeuralBackend
+    from pipeline.model_service import ModelService
+    from pipeline.service import NeuralBackend
     from pipeline.shard import process_group
 
     paths = make_input(tmp_path / "in", n_shards=2)

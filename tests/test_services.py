@@ -33,7 +33,7 @@ def test_ray_start_head_and_job_submit(tmp_path):
         job = [str(BIN / "ray"), "job", "submit", "--address", f"http://127.0.0.1:{dash}", "--",
                str(BIN / "proxycomp"), "run", "--input", str(tmp_path / "in"), "--output", str(tmp_path / "out"),
                "--checkpoint", ckpt, "--no-progress", "--json",
-               "--set", "engine.lanes=16", "--set", "engine.group=8", "--set", "segment.rows=4",
+               "--set", "engine.lanes=64", "--set", "engine.group=32", "--set", "segment.call_positions=512",
                "--set", "run.torch_threads=1", "--set", "run.batch_bytes=8000", "--set", "run.calibration_bytes=8000"]
         res = subprocess.run(job, env=env(**auth), capture_output=True, text=True, timeout=600)
         assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]

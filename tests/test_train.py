@@ -16,7 +16,7 @@ from tests.pipeline_fixtures import make_input
 def _args(data, heldout, out, steps, *extra):
     return [*extra, "--data", str(data), "--heldout", str(heldout), "--model", "tiny", "--steps", str(steps),
             "--batch-size", "4", "--seq-len", "64", "--warmup", "2", "--eval-every", "100", "--eval-batches", "2",
-            "--ckpt-every", "2", "--threads", "1", "--out", str(out), "--no-bf16"]
+            "--ckpt-every", "2", "--threads", "1", "--out", str(out), "--precision", "fp32"]
 
 
 def test_resume_after_interruption_matches_uninterrupted_run(tmp_path):

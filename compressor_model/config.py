@@ -1,0 +1,77 @@
+"""The compressor's settings: plain dataclasses and enums, no torch.
+
+They are nested into the job config (`pipeline.config.JobConfig`) and read by processes
+that never run the model (shard workers, the driver), so importing them must not pull
+in torch.
+"""
+
+from __future__ import annotations
+
+import enum
+import json
+from dataclasses import asdict, dataclass
+
+from coder import CoderConfig
+
+
+class Precision(enum.Enum):
+    AUTO = "auto"
+    BF16 = "bf16"
+    FP32 = "fp32"
+
+
+class SegmenterKind(enum.Enum):
+    ENTROPY = "entropy"
+    NEWLINE = "newline"
+    FIXED = "fixed"
+
+
+@dataclass(frozen=True)
+class SegmentConfig:
+    kind: SegmenterKind = SegmenterKind.ENTROPY
+    percentile: float = 95.0  # for calibration of both thresholds
+    fixed_bytes: int = 64  # FIXED: segment length
+    max_segment_bytes: int = 128  # 99th percentile on code is ~76 bytes; longer ones bound the lane tail
+    context_overlap: int = 16  # long documents: bytes of context each later row re-reads at least
+    call_positions: int = 4096  # positions per forward pass: rows = call_positions // row length,
+    #                             a fixed shape per row length (keeps results batch-invariant)
+
+    def rows_for(self, row_len: int) -> int:
+        return max(1, self.call_positions // row_len)
+
+
+@dataclass(frozen=True)
+class Thresholds:
+    """Calibrated segmentation thresholds (stored with a run as thresholds.json)."""
+
+    theta_abs: float
+    theta_jump: float
+    percentile: float
+    sample_docs: int
+    sample_bytes: int
+    fingerprint: str  # of the model the entropies came from
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), indent=1)
+
+    @classmethod
+    def from_json(cls, text: str) -> "Thresholds":
+        return cls(**json.loads(text))
+
+
+@dataclass(frozen=True)
+class EngineConfig:
+    lanes: int = 256  # segments coded side by side
+    group: int = 256  # lanes per model call: every call has exactly this shape, and only
+    #                  groups with a waiting lane are computed (part of the numerics)
+    lane_sets: int = 0  # sets coded in turn while the device computes another; 0: 2 on CUDA, 1 on CPU
+    max_window_bytes: int = 32  # also the KV cache length per lane
+    window_bits: int = 16
+    symbol_bits: int = 16
+    precision: Precision = Precision.AUTO  # auto: bf16 where it is native and faster, else fp32
+    device: str = "auto"  # auto: cuda if available
+    cuda_graphs: bool = True  # replay each fixed-shape call as a CUDA graph (same bits as eager)
+
+    @property
+    def coder(self) -> CoderConfig:
+        return CoderConfig(self.window_bits, self.symbol_bits, self.max_window_bytes)

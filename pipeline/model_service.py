@@ -1,0 +1,72 @@
+"""The model actor: a `NeuralCompressor` serving segmentation and the windowed coding
+loop (whose Numba coder runs in the same process, because every window's probabilities
+depend on where the previous window ended). `pipeline.actors` wraps it with `ray.remote`;
+it works in-process too (verify, tests)."""
+
+from __future__ import annotations
+
+import os
+import resource
+
+import fsspec
+import numpy as np
+import torch
+
+from coder import Windows
+from compressor_model.config import Thresholds
+from compressor_model.engine import NeuralCompressor
+
+from .config import JobConfig, register_secrets
+
+
+class ModelService:
+    def __init__(self, cfg: JobConfig, torch_threads: int = 0):
+        register_secrets(cfg)
+        if torch_threads:
+            torch.set_num_threads(torch_threads)
+        self.comp = NeuralCompressor.load(read_checkpoint(cfg.model.checkpoint, cfg.storage_options),
+                                          cfg.engine, cfg.segment)
+
+    def info(self) -> dict:
+        c = self.comp
+        return {
+            "compressor": "neural",
+            "fingerprint": c.fingerprint,
+            "namespace": c.namespace,
+            "numerics": c.numerics,
+            "precision": c.precision.value,
+            "coder": {"window_bits": c.cfg.window_bits, "symbol_bits": c.cfg.symbol_bits,
+                      "max_window_bytes": c.cfg.max_window_bytes},
+            "n_symbols": 1 << c.cfg.symbol_bits,
+            "training": c.training_info,
+            "device": str(c.device),
+        }
+
+    def calibrate(self, docs: list[bytes]) -> Thresholds:
+        return self.comp.calibrate(docs)
+
+    def segment(self, docs: list[bytes], thresholds: Thresholds | None) -> list[np.ndarray]:
+        return self.comp.segment(docs, thresholds)
+
+    def encode(self, data: np.ndarray, seg_off: np.ndarray) -> Windows:
+        return self.comp.encode_segments(data, seg_off)
+
+    def decode(self, windows: Windows, seg_off: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        return self.comp.decode_segments(windows, seg_off)
+
+    def stats(self) -> dict:
+        return vars(self.comp.stats)
+
+    def pid(self) -> int:
+        return os.getpid()
+
+    def maxrss(self) -> int:
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+
+
+def read_checkpoint(url: str, storage_options: dict | None = None) -> bytes | None:
+    """Checkpoint bytes from any fsspec URL (None: the shipped checkpoint)."""
+    if not url:
+        return None
+    with fsspec.open(url, "rb", **(storage_options or {})) as f:
+        return f.read()
