@@ -11,7 +11,9 @@ export AWS_EC2_METADATA_DISABLED := true
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install -q -c constraints.txt -e '.[dev,bench]'
+	# --no-compile: byte-compiling every installed file (torch alone has thousands) took
+	# about a minute on 2 cores; modules compile on first import instead, only those used.
+	$(PY) -m pip install -q --no-compile -c constraints.txt -e '.[dev,bench]'
 	touch $(STAMP)
 
 setup: $(STAMP)

@@ -93,9 +93,9 @@ def main(argv=None) -> None:
     result["engine"] = engine
 
     sets = [f"engine.lanes={a.lanes}", f"engine.group={a.group}", f"segment.call_positions={a.call_positions}",
-            f"run.batch_bytes={a.batch_bytes}", "run.shard_workers=4", "run.cpus_per_actor=2", "run.shard_cpus=1"]
-    if a.device == "cuda":
-        sets.append("run.gpus_per_actor=1")
+            f"run.batch_bytes={a.batch_bytes}"]
+    if a.device == "cuda":  # one GPU actor with 2 CPUs; shard tasks on the other cores
+        sets += ["run.gpus_per_actor=1", "run.cpus_per_actor=2", "run.shard_workers=4", "run.shard_cpus=1"]
     pipe_args = ["-m", "pipeline.bench", "--json", "--workers", "1", "--bytes", str(a.pipeline_bytes), "--shards", "16",
                  "--split", "all", "--no-compare", *common, *[x for s in sets for x in ("--set", s)]]
     result["pipeline"] = json.loads(_python(pipe_args, out / "logs" / "pipeline.log", 1800).splitlines()[-1])

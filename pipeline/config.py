@@ -181,10 +181,10 @@ def dump_config(cfg: JobConfig) -> str:
 def content_config(cfg: JobConfig) -> dict:
     """The settings an output's bytes depend on (what goes into every shard's metadata).
     Scheduling and resources (actors, workers, batch sizes, retries, the cache, the lane
-    count) change how fast a shard is made, never what it contains, so they stay out:
-    a shard rerun with more workers is byte-identical."""
+    count, the lane sets, CUDA graphs on or off) change how fast a shard is made, never
+    what it contains, so they stay out: a shard rerun with more workers is byte-identical."""
     d = to_dict(cfg)
-    engine = {k: v for k, v in d["engine"].items() if k != "lanes"}
+    engine = {k: v for k, v in d["engine"].items() if k not in ("lanes", "lane_sets", "cuda_graphs")}
     return {
         "input": d["input"],
         "model": d["model"],

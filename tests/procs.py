@@ -51,11 +51,13 @@ def started(cmd: list[str], port: int, log: Path, **env_extra):
         stop(proc)
 
 
-def stop(proc: subprocess.Popen) -> None:
+def stop(proc: subprocess.Popen, grace: float = 5.0) -> None:
+    """SIGTERM to the process group we started, SIGKILL after `grace` seconds (a blocking
+    `ray start --head` takes ~30 s to wind its children down gracefully)."""
     if proc.poll() is None:
         os.killpg(proc.pid, signal.SIGTERM)
         try:
-            proc.wait(timeout=30)
+            proc.wait(timeout=grace)
         except subprocess.TimeoutExpired:
             os.killpg(proc.pid, signal.SIGKILL)
             proc.wait()

@@ -76,9 +76,11 @@ def test_second_run_skips_and_rerun_is_byte_identical(done_run):
     assert again.shards_skipped == 3 and again.shards_done == 0
     rerun = run_job(cfg, shards=["part-00001"], log=lambda m: None)
     assert rerun.shards_done == 1 and rerun.shards_skipped == 0
-    # Small shards share tasks and model calls by default; one task per shard must give
-    # the same bytes (model calls are batch-invariant).
-    ungrouped = job_config(cfg.input, cfg.output, cfg.model.checkpoint, "run.small_shard_bytes=0")
+    # Small shards share tasks and model calls by default; one task per shard, other lane
+    # counts, two lane sets and more torch threads must give the same bytes (model calls
+    # are batch-invariant, and scheduling settings stay out of the output's metadata).
+    ungrouped = job_config(cfg.input, cfg.output, cfg.model.checkpoint, "run.small_shard_bytes=0",
+                           "engine.lanes=128", "engine.lane_sets=2", "run.torch_threads=2")
     forced = run_job(ungrouped, force=True, log=lambda m: None)
     assert forced.shards_done == 3
     after = {p.name: sha256(p) for p in (root / "out" / "shards").iterdir()}
