@@ -22,9 +22,12 @@ $(STAMP): pyproject.toml constraints.txt
 setup: $(STAMP)
 
 demo: $(STAMP)
+	$(PY) -m compileall -q -j 0 coder compressor_model pipeline cache > /dev/null
 	$(VENV)/bin/proxycomp demo
 
 test: $(STAMP)
+	# The project's own sources too, for the same reason (each Ray worker imports them).
+	$(PY) -m compileall -q -j 0 coder compressor_model pipeline cache tests > /dev/null
 	$(PY) -m pytest -q
 
 bench: $(STAMP)
