@@ -6,28 +6,24 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 export RAY_USAGE_STATS_ENABLED := 0
 export AWS_EC2_METADATA_DISABLED := true
+# Bytecode is written as modules are first imported (pip's --no-compile below skips
+# compiling all of torch and Ray up front). Where PYTHONDONTWRITEBYTECODE is set, every
+# Ray worker would compile torch from source at each start: tests ran twice as long.
+unexport PYTHONDONTWRITEBYTECODE
 
 .PHONY: setup demo test bench bench-all bench-gpu gpu-wheels
 
-$(STAMP): pyproject.toml constraints.txt
+$(STAMP): pyproject.toml trainer/pyproject.toml constraints.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install -q --no-compile -c constraints.txt -e '.[dev,bench]'
-	# Byte-compile on every core (pip does it on one), and explicitly: where
-	# PYTHONDONTWRITEBYTECODE is set, every Ray worker would otherwise compile torch from
-	# source at each start. A file that does not compile (templates, py2 fixtures in
-	# some packages) is only a missed speed-up.
-	$(PY) -m compileall -q -j 0 $(VENV)/lib > /dev/null || true
+	$(PY) -m pip install -q --no-compile -c constraints.txt -e '.[dev,bench]' -e ./trainer
 	touch $(STAMP)
 
 setup: $(STAMP)
 
 demo: $(STAMP)
-	$(PY) -m compileall -q -j 0 coder compressor_model pipeline cache > /dev/null
 	$(VENV)/bin/proxycomp demo
 
 test: $(STAMP)
-	# The project's own sources too, for the same reason (each Ray worker imports them).
-	$(PY) -m compileall -q -j 0 coder compressor_model pipeline cache tests > /dev/null
 	$(PY) -m pytest -q
 
 bench: $(STAMP)

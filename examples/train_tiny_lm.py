@@ -1,10 +1,12 @@
-"""Train a tiny LM for a few steps on proxycomp output, through the trainer-side reader.
+"""Train a tiny LM for a few steps on proxycomp output, through the trainer package.
 
     python examples/train_tiny_lm.py --data out/demo/output/shards --steps 20
 
-It is the whole loop a trainer needs: ProxyLoader (mixing raw and compressed views,
-packing, segment ids), a model whose attention stays inside segments, targets that
-never cross a segment, and a resumable data state saved with the model.
+It is the whole loop a trainer needs, with nothing of the service installed
+(`pip install ./trainer`): ProxyLoader (the paper's EvaByte-compatible vocabulary,
+mixing raw and compressed views, packing, segment ids, positions), a model whose
+attention stays inside segments, targets that never cross a segment, and a resumable
+data state saved with the model.
 """
 
 from __future__ import annotations
@@ -15,8 +17,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from pipeline.dataset import DatasetConfig, MixConfig, ProxyLoader, attention_mask, labels
-from pipeline.vocab import CMP_OPEN
+from proxytrain import DatasetConfig, MixConfig, ProxyLoader, attention_mask, labels
 
 
 class TinyLM(nn.Module):
@@ -29,11 +30,9 @@ class TinyLM(nn.Module):
         )
         self.head = nn.Linear(d, vocab_size)
 
-    def forward(self, tokens, doc_ids):
-        T = tokens.shape[1]
-        x = self.tok(tokens) + self.pos(torch.arange(T))
-        # attend causally within a segment; padding attends to itself only
-        allowed = attention_mask(doc_ids) | torch.eye(T, dtype=torch.bool)
+    def forward(self, tokens, doc_ids, position_ids):
+        x = self.tok(tokens) + self.pos(position_ids)
+        allowed = attention_mask(doc_ids)  # causal within a segment; padding sees itself only
         mask = torch.zeros(allowed.shape, dtype=x.dtype).masked_fill(~allowed, float("-inf"))
         mask = mask.repeat_interleave(self.blocks[0].self_attn.num_heads, dim=0)
         for block in self.blocks:
@@ -58,13 +57,13 @@ def main(argv=None) -> list[float]:
     losses = []
     for step, batch in zip(range(a.steps), loader):
         tokens, doc_ids = batch["tokens"], batch["doc_ids"]
-        logits = model(tokens, doc_ids)
+        logits = model(tokens, doc_ids, batch["position_ids"])
         loss = F.cross_entropy(logits.view(-1, logits.shape[-1]), labels(tokens, doc_ids).view(-1), ignore_index=-100)
         opt.zero_grad()
         loss.backward()
         opt.step()
         losses.append(loss.item())
-        cmp_share = (tokens == CMP_OPEN).sum().item() / max(1, (doc_ids >= 0).sum().item())
+        cmp_share = (tokens == loader.vocab.cmp_open).sum().item() / max(1, (doc_ids >= 0).sum().item())
         print(f"step {step:3d}  loss {loss.item():.3f}  <cmp> per token {cmp_share:.4f}  data step {int(batch['step'][0])}")
     state = {"model": model.state_dict(), "data": loader.state_dict()}  # resume: loader.load_state_dict(state["data"])
     print(f"done: {len(losses)} steps, data state {state['data']}")

@@ -4,7 +4,7 @@
     proxycomp status --output URL [--json]
     proxycomp verify --output URL [--sample N]
     proxycomp calibrate --input URL --output URL
-    proxycomp export --format lingua-jsonl --output URL --dest DIR
+    proxycomp export --format lingua-jsonl --output URL --dest DIR [--chunks N --seed S]
     proxycomp train-tokenizer --input URL --output tokenizer.json [--vocab-size N]
     proxycomp demo [--output DIR]
 
@@ -159,11 +159,11 @@ def cmd_demo(a) -> int:
 
 
 def cmd_export(a) -> int:
-    from .export import export_lingua
+    from .export import LinguaExport, export_lingua
 
     cfg = _output_config(a.output, _storage_options(a.storage_option))
-    written = export_lingua(cfg, a.dest, a.key, log=_log)
-    print(json.dumps({"shards": len(written), "documents": sum(w["rows"] for w in written.values()), "dest": a.dest}))
+    spec = LinguaExport(a.dest, chunks=a.chunks, seed=a.seed, name=a.name, key=a.key, pack=a.pack)
+    print(json.dumps(export_lingua(cfg, spec, log=_log)))
     return 0
 
 
@@ -222,8 +222,12 @@ def main(argv=None) -> int:
     p = sub.add_parser("export", help="write JSONL for the paper's public trainer (lingua fork)")
     p.add_argument("--output", required=True, help="a proxycomp output URL")
     p.add_argument("--format", choices=["lingua-jsonl"], default="lingua-jsonl")
-    p.add_argument("--dest", required=True, help="local directory for <name>.chunk.00.jsonl files")
-    p.add_argument("--key", default="m1_ac_ow16", help="JSONL field for the compressed data (must contain ow<W>)")
+    p.add_argument("--dest", required=True, help="local directory: writes <dest>/<name>/<name>.chunk.NN.jsonl")
+    p.add_argument("--chunks", type=int, default=1, help="chunk files: the trainer's world size or a divisor of it")
+    p.add_argument("--seed", type=int, default=0, help="seeds the documents' shuffle across and within chunks")
+    p.add_argument("--name", default="proxycomp", help="source name (the trainer's data.sources key)")
+    p.add_argument("--key", default="", help="JSONL field for the compressed data (default m1_ac_ow<W>)")
+    p.add_argument("--pack", type=int, default=0, help="the trainer's pack_<B> (default W; must divide W)")
     _common(p)
     p.set_defaults(fn=cmd_export)
 

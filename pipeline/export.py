@@ -1,23 +1,35 @@
 """Export for the paper's public trainer (facebookresearch/lingua fork,
-LZhengisme/proxy-compression), read with `data.compression_alg_config=ac_m1_key-pack_<b>-<key>`.
+LZhengisme/proxy-compression), read there with
+`data.compression_alg_config=ac_m1_key-pack_<B>-<key>`.
 
-Each output shard becomes `<dest>/<name>.chunk.00.jsonl` (the trainer globs
-`*chunk.*.jsonl`), one line per document:
+Layout (what its loader globs, `<root_dir>/<source>/*chunk.*.jsonl`):
+
+    <dest>/<name>/<name>.chunk.00.jsonl ... <name>.chunk.<N-1>.jsonl
+    <dest>/<name>/export.json              what was exported, and the trainer settings
+
+The loader gives each rank one chunk (rank % N) and interleaves the ranks that share it,
+so N must be the trainer's world size or a divisor of it, and a chunk must already be
+shuffled: every document goes to one chunk chosen by a seeded hash, and lines are in
+seeded-hash order within a chunk. One line per document:
 
     {"text": "<the document>", "<key>": "<base64>"}
 
 The base64 decodes to a byte string packing 9-bit values, first value in the lowest
-bits (little-endian-first): value 0-255 is a raw byte, 256 + v a compressed byte v. A
-document's windows are written as compressed bytes, each W-bit window as ceil(W/8)
-big-endian bytes (the window's bits first, zero bits after), so W = 16 gives two
-compressed bytes per symbol. The key (default `m1_ac_ow16`) must contain `ow<W>`.
+bits: value 0-255 is a raw byte, 256 + v a compressed byte v. A document's windows are
+written as compressed bytes, each W-bit window as ceil(W/8) big-endian bytes (the
+window's bits first, zero bits after), so W = 16 gives two compressed bytes per symbol.
+The trainer regroups them into B-bit values (`pack_<B>`), which its code requires to
+divide W. The key (default `m1_ac_ow<W>`) must contain `ow<W>`: the trainer reads W there.
 """
 
 from __future__ import annotations
 
 import base64
+import hashlib
 import json
 import os
+import shutil
+from dataclasses import dataclass
 
 import fsspec
 import numpy as np
@@ -26,7 +38,18 @@ import pyarrow.parquet as pq
 from coder import CoderConfig, Packed, unpack
 
 from .config import JobConfig
-from .output import read_json, read_metadata
+from .job import plan_tasks
+from .output import read_metadata
+
+
+@dataclass(frozen=True)
+class LinguaExport:
+    dest: str  # local directory; <dest>/<name>/ is replaced as a whole
+    chunks: int = 1  # the trainer's world size or a divisor of it
+    seed: int = 0
+    name: str = "proxycomp"  # the source name in the trainer's data.sources
+    key: str = ""  # default m1_ac_ow<W>
+    pack: int = 0  # the trainer's pack_<B>; default W
 
 
 def pack9(values: np.ndarray) -> bytes:
@@ -58,38 +81,93 @@ def document_field(symbols, seg_symbol_offsets, seg_window_offsets, coder: Coder
     return base64.b64encode(pack9(256 + window_bytes(codes, coder.window_bits))).decode()
 
 
-def export_lingua(cfg: JobConfig, dest: str, key: str = "m1_ac_ow16", log=print) -> dict:
-    from .job import plan_tasks
+def _settings(coder: CoderConfig, spec: LinguaExport, where: str) -> tuple[str, int]:
+    W = coder.window_bits
+    key, pack = spec.key or f"m1_ac_ow{W}", spec.pack or W
+    if f"ow{W}" not in key.split("_"):
+        raise ValueError(f"{where}: key {key!r} must contain ow{W} (the trainer reads W from it)")
+    if W % pack:
+        raise ValueError(f"{where}: W = {W} cannot be regrouped into {pack}-bit values (the trainer's "
+                         f"pack_compressed_spans requires pack to divide W); use --pack {W} or a divisor of it")
+    return key, pack
 
+
+def _place(seed: int, shard: str, row: int, chunks: int) -> tuple[int, int]:
+    h = int.from_bytes(hashlib.blake2b(f"{seed}\0{shard}\0{row}".encode(), digest_size=8).digest(), "little")
+    return h % chunks, h
+
+
+def export_lingua(cfg: JobConfig, spec: LinguaExport, log=print) -> dict:
+    if spec.chunks < 1:
+        raise ValueError("chunks must be at least 1")
     so = cfg.storage_options
-    written = {}
-    for t in plan_tasks(cfg):
-        fs, marker = fsspec.core.url_to_fs(t.out(cfg, "_done"), **so)
-        if not fs.exists(marker):
-            continue
-        with fsspec.open(t.out(cfg, "shards"), "rb", **so) as f:
-            pf = pq.ParquetFile(f)
-            meta = read_metadata(pf)
-            if meta.get("compressor") != "neural":
-                raise ValueError(f"{t.name}: lingua export needs neural output, this was made by {meta.get('compressor')}")
-            coder = CoderConfig(**meta["coder"])
-            if f"ow{coder.window_bits}" not in key.split("_"):
-                raise ValueError(f"key {key!r} must contain ow{coder.window_bits} (the trainer reads W from it)")
-            table = pf.read(columns=["raw", "symbols", "seg_symbol_offsets", "seg_window_offsets"])
-        lines = []
-        for i in range(table.num_rows):
-            raw = table.column("raw")[i].as_py()
-            if raw is None:
-                raise ValueError(f"{t.name}: raw text was not stored (output_format.store_raw: false); the trainer needs it")
-            field = document_field(table.column("symbols")[i].values.to_numpy(),
-                                   table.column("seg_symbol_offsets")[i].as_py(),
-                                   table.column("seg_window_offsets")[i].as_py(), coder)
-            lines.append(json.dumps({"text": raw.decode("utf-8"), key: field}, ensure_ascii=False))
-        path = os.path.join(dest, f"{t.name}.chunk.00.jsonl")
-        os.makedirs(dest, exist_ok=True)
-        with open(path + ".tmp", "w", encoding="utf-8") as f:
-            f.write("\n".join(lines) + ("\n" if lines else ""))
-        os.replace(path + ".tmp", path)
-        written[t.name] = {"path": path, "rows": len(lines), "marker_rows": read_json(t.out(cfg, "_done"), so)["rows"]}
-        log(f"{t.name}: {len(lines)} documents -> {path}")
-    return written
+    final = os.path.join(spec.dest, spec.name)
+    work = final + ".export-tmp"
+    shutil.rmtree(work, ignore_errors=True)
+    os.makedirs(work)
+    parts = [open(os.path.join(work, f"part.{c:02d}"), "w", encoding="utf-8") for c in range(spec.chunks)]
+    settings, shards, docs = None, 0, 0
+    try:
+        for t in plan_tasks(cfg):
+            fs, marker = fsspec.core.url_to_fs(t.out(cfg, "_done"), **so)
+            if not fs.exists(marker):
+                continue
+            with fsspec.open(t.out(cfg, "shards"), "rb", **so) as f:
+                pf = pq.ParquetFile(f)
+                meta = read_metadata(pf)
+                if meta.get("compressor") != "neural":
+                    raise ValueError(f"{t.name}: lingua export needs neural output, this was made by {meta.get('compressor')}")
+                coder = CoderConfig(**meta["coder"])
+                mine = _settings(coder, spec, t.name) + (coder.window_bits,)
+                if settings not in (None, mine):
+                    raise ValueError(f"{t.name}: coder settings {mine} differ from the other shards' {settings}")
+                settings = mine
+                table = pf.read(columns=["doc_id", "source_row", "raw", "symbols", "seg_symbol_offsets",
+                                         "seg_window_offsets", "window_bytes"])
+            for i in range(table.num_rows):
+                where = f"{t.name} row {i} (input row {table.column('source_row')[i].as_py()})"
+                raw = table.column("raw")[i].as_py()
+                if raw is None:
+                    raise ValueError(f"{where}: raw text was not stored (output_format.store_raw: false); the trainer needs it")
+                if coder.window_bits == 8 and 0 in table.column("window_bytes")[i].values.to_numpy():
+                    # The paper's format has no compressed value that stands for "one raw byte".
+                    raise ValueError(f"{where}: W = 8 escape windows (raw bytes the coder could not fit "
+                                     "in a window) have no representation in the lingua format")
+                field = document_field(table.column("symbols")[i].values.to_numpy(),
+                                       table.column("seg_symbol_offsets")[i].as_py(),
+                                       table.column("seg_window_offsets")[i].as_py(), coder)
+                chunk, order = _place(spec.seed, t.name, i, spec.chunks)
+                line = json.dumps({"text": raw.decode("utf-8"), settings[0]: field}, ensure_ascii=False)
+                parts[chunk].write(f"{order:020d}\t{line}\n")
+                docs += 1
+            shards += 1
+            log(f"{t.name}: {table.num_rows} documents")
+    finally:
+        for p in parts:
+            p.close()
+    counts = []
+    for c in range(spec.chunks):  # one chunk in memory at a time
+        part = os.path.join(work, f"part.{c:02d}")
+        with open(part, encoding="utf-8") as f:
+            lines = sorted(f)
+        with open(os.path.join(work, f"{spec.name}.chunk.{c:02d}.jsonl"), "w", encoding="utf-8") as f:
+            f.writelines(line.split("\t", 1)[1] for line in lines)
+        os.remove(part)
+        counts.append(len(lines))
+    key, pack, W = settings or (spec.key or "m1_ac_ow16", spec.pack or 16, 16)
+    summary = {"shards": shards, "documents": docs, "chunks": spec.chunks, "docs_per_chunk": counts,
+               "seed": spec.seed, "dir": final,
+               "trainer": {"data.root_dir": spec.dest, "data.sources": {spec.name: 1.0},
+                           "data.compression_alg_config": f"ac_m1_key-pack_{pack}-{key}",
+                           "world_size": f"a multiple of {spec.chunks}"}}
+    with open(os.path.join(work, "export.json"), "w") as f:
+        json.dump(summary, f, indent=1)
+    # Replace the whole directory: chunk files of an earlier export with more chunks
+    # would otherwise be globbed by the trainer along with the new ones.
+    old = final + ".export-old"
+    shutil.rmtree(old, ignore_errors=True)
+    if os.path.exists(final):
+        os.rename(final, old)
+    os.rename(work, final)
+    shutil.rmtree(old, ignore_errors=True)
+    return summary

@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
+from pathlib import Path
 
 import pyarrow.parquet as pq
 import pytest
@@ -13,6 +17,7 @@ from pipeline.job import JobError, group_small, run_job, shard_status
 from pipeline.shard import ShardTask
 from pipeline.output import read_metadata
 from pipeline.verify import verify_output
+from proxytrain import DatasetConfig, ProxyDataset
 from tests.pipeline_fixtures import job_config, make_input, sha256, tiny_checkpoint
 
 pytestmark = pytest.mark.slow
@@ -149,7 +154,6 @@ def test_incompatible_output_is_refused(done_run, ckpt, tmp_path):
 @pytest.mark.parametrize("compressor", ["gzip", "tokenizer"])
 def test_other_proxy_compressors_share_pipeline_and_schema(cluster, ckpt, tmp_path, compressor):
     from pipeline.compressors import train_tokenizer
-    from pipeline.dataset import DatasetConfig, ProxyDataset
     from pipeline.sample import stdlib_files, take_bytes
 
     make_input(tmp_path / "in", n_shards=2)
@@ -202,3 +206,45 @@ def test_group_hit_rate_counts_distinct_segments(ckpt, tmp_path):
     first, second = ([sum(getattr(r, k) for r in rs) for k in ("cache_hits", "unique_segments", "segments")] for rs in runs)
     assert first[2] > first[1], "the sample should repeat segments (e.g. blank lines)"
     assert first[0] < first[1] and second[0] == second[1] == first[1]
+
+
+READ_IN_TRAINER_VENV = """
+import importlib, json, sys
+from proxytrain import DatasetConfig, ProxyLoader, labels
+loader = ProxyLoader(DatasetConfig(urls=[sys.argv[1]], seq_len=256, epochs=1), batch_size=2)
+batches = list(loader)
+missing = []
+for name in ("ray", "numba", "pipeline", "coder", "compressor_model", "cache"):
+    try:
+        importlib.import_module(name)
+    except ImportError:
+        missing.append(name)
+t = batches[0]["tokens"]
+ids = {i: sum(int((b["tokens"] == i).sum()) for b in batches) for i in (1, 2, 3, 4, 5, 6, 12, 13, 14, 15)}
+print(json.dumps({"batches": len(batches), "n_symbols": loader.vocab.n_symbols, "missing": missing, "ids": ids,
+                  "labelled": int((labels(t, batches[0]["doc_ids"]) >= 0).sum())}))
+"""
+
+
+def test_trainer_package_reads_output_in_a_venv_of_its_own(done_run, tmp_path):
+    """A trainer installs only ./trainer (torch, numpy, pyarrow, fsspec): it reads the
+    pipeline's output there, its own tests pass there, and the service is not there."""
+    repo = Path(__file__).resolve().parents[1]
+    venv = tmp_path / "venv"
+    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
+    py = str(venv / "bin" / "python")
+    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "PYTHONDONTWRITEBYTECODE", "VIRTUAL_ENV")}
+    subprocess.run([py, "-m", "pip", "install", "-q", "--no-compile", "-c", str(repo / "constraints.txt"),
+                    str(repo / "trainer"), "pytest"], check=True, env=env, cwd=tmp_path)
+    out = subprocess.run([py, "-c", READ_IN_TRAINER_VENV, str(done_run[2] / "out" / "shards")], check=True,
+                         env=env, cwd=tmp_path, capture_output=True, text=True).stdout
+    got = json.loads(out.strip().splitlines()[-1])
+    assert got["missing"] == ["ray", "numba", "pipeline", "coder", "compressor_model", "cache"]
+    assert got["batches"] > 0 and got["n_symbols"] == 65536 and got["labelled"] > 0
+    ids = {int(k): v for k, v in got["ids"].items()}
+    assert min(ids[1], ids[2], ids[12], ids[13], ids[14], ids[15]) > 0  # the paper's frame and sentinels ...
+    assert ids[3] == ids[4] == ids[5] == ids[6] == 0  # ... not the legacy ones
+    tests = subprocess.run([py, "-m", "pytest", "-q", "-p", "no:cacheprovider", str(repo / "trainer" / "tests")],
+                           env=env, cwd=tmp_path, capture_output=True, text=True)
+    assert tests.returncode == 0, tests.stdout[-3000:] + tests.stderr[-2000:]
+    assert " passed" in tests.stdout and "failed" not in tests.stdout
