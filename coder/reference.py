@@ -16,7 +16,7 @@ from .constants import ESCAPE_COUNT, PROB_BITS, PROB_TOTAL, RENORM_FLOOR_BITS, R
 
 
 @dataclass
-class _Interval:
+class Interval:
     window_bits: int
     low: int = 0
     rng: int = 1 << STATE_BITS
@@ -27,12 +27,12 @@ class _Interval:
         """Distance between neighbouring W-bit code points, in current units."""
         return 1 << (self.scale - self.window_bits)
 
-    def narrowed(self, cum: int, freq: int) -> "_Interval":
+    def narrowed(self, cum: int, freq: int) -> "Interval":
         cum, freq = int(cum), int(freq)  # exact Python integers, never numpy scalars
         assert 0 <= cum and 1 <= freq and cum + freq <= PROB_TOTAL
         r = self.rng >> PROB_BITS
         assert r >= 1
-        new = _Interval(self.window_bits, self.low + r * cum, r * freq, self.scale)
+        new = Interval(self.window_bits, self.low + r * cum, r * freq, self.scale)
         assert self.low <= new.low and new.low + new.rng <= self.low + self.rng  # nested
         if new.rng < new.step:  # narrower than one code step: keep precision
             while new.rng < (1 << RENORM_FLOOR_BITS):
@@ -50,6 +50,36 @@ class _Interval:
         return None
 
 
+def window_loop(segment: bytes, next_freq, window_bits: int, max_window_bytes: int = 0) -> tuple[list[int], list[int]]:
+    """Equal-information windows of one segment, from the definition. next_freq(prev, n)
+    is the frequency row (256 ints) for the n-th byte of a window, prev the byte before
+    it (None for the first: the model sees BOS alone). A window closes before the byte
+    that would leave no W-bit code point inside the interval; a byte that fits no window
+    at all is escaped (code: the raw byte, count ESCAPE_COUNT)."""
+    codes: list[int] = []
+    counts: list[int] = []
+    limit = max_window_bytes or len(segment) + 1
+    i = 0
+    while i < len(segment):
+        cur, n = Interval(window_bits), 0
+        while i + n < len(segment) and n < limit:
+            row = next_freq(segment[i + n - 1] if n else None, n)
+            byte = segment[i + n]
+            nxt = cur.narrowed(sum(row[:byte]), row[byte])
+            if nxt.code() is None:
+                break
+            cur, n = nxt, n + 1
+        if n == 0:
+            codes.append(segment[i])
+            counts.append(ESCAPE_COUNT)
+            i += 1
+        else:
+            codes.append(cur.code())
+            counts.append(n)
+            i += n
+    return codes, counts
+
+
 @dataclass
 class ReferenceCoder:
     window_bits: int = 16
@@ -64,7 +94,7 @@ class ReferenceCoder:
         limit = self.max_window_bytes or len(data) + 1
         i = 0
         while i < len(data):
-            cur = _Interval(self.window_bits)
+            cur = Interval(self.window_bits)
             n = 0
             while i + n < len(data) and n < limit:
                 nxt = cur.narrowed(cum[i + n], freq[i + n])
@@ -94,7 +124,7 @@ class ReferenceCoder:
                 assert 0 <= code < 256
                 out.append(code)
                 continue
-            cur = _Interval(self.window_bits)
+            cur = Interval(self.window_bits)
             value = code * cur.step
             for _ in range(n):
                 row = freq_rows[len(out)]

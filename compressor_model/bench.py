@@ -19,20 +19,18 @@ import time
 import numpy as np
 import torch
 
+from .corpus import Document, list_shards, read_shard
 from .engine import EngineConfig, NeuralCompressor
 from .model import BOS, CONFIGS, ByteLM
 from .numerics import Precision, describe_machine
 from .segment import SegmentConfig
+from .stdlib import stdlib_files
 
 
 def load_docs(data: str | None, max_bytes: int, split: str = "heldout") -> list[bytes]:
     if data:
-        from pipeline.readers import Document, list_shards, read_shard
-
         docs = [d.data for s in list_shards(data) for d in read_shard(s) if isinstance(d, Document) and d.data]
     else:
-        from pipeline.sample import stdlib_files
-
         docs = [f.text.encode() for f in stdlib_files(None if split == "all" else split)]
     out, total = [], 0
     for d in docs:
@@ -97,11 +95,11 @@ def run(args) -> dict:
     docs = load_docs(args.data, args.bytes, args.split)
     thresholds = comp.calibrate(docs[: max(1, len(docs) // 4)])
     records, wall, st = timed_compress(comp, docs, thresholds)
-    n = st.bytes
+    n = st.bytes_in
     block = comp.model.cfg.block_size
     out = {
         "data": args.data or "stdlib:heldout",
-        "docs": st.docs,
+        "docs": st.docs_out,
         "bytes": n,
         "model": args.model if args.model != "shipped" else f"shipped:{comp.fingerprint}",
         "params": comp.model.num_params(),
@@ -116,8 +114,8 @@ def run(args) -> dict:
         "mean_segment_bytes": n / max(st.segments, 1),
         "unique_segment_fraction": st.unique_segments / max(st.segments, 1),
         "windows": st.windows,
-        "symbols": st.symbols,
-        "bytes_per_symbol": n / max(st.symbols, 1),
+        "symbols": st.symbols_out,
+        "bytes_per_symbol": n / max(st.symbols_out, 1),
         "bytes_per_window": n / max(st.windows, 1),
         "model_positions_per_byte": st.code_positions / max(st.coded_bytes, 1),
         "model_positions_per_byte_padded": st.code_padded_positions / max(st.coded_bytes, 1),
@@ -196,8 +194,6 @@ def _first_bytes(docs: list[bytes], max_bytes: int) -> list[bytes]:
 
 def roundtrip(comp: NeuralCompressor, thresholds, n_files: int) -> dict:
     """Encode then decode the n smallest stdlib source files; count exact matches."""
-    from pipeline.sample import stdlib_files
-
     files = sorted(stdlib_files(), key=lambda f: (len(f.text.encode()), f.path))[:n_files]
     docs = [f.text.encode() for f in files]
     t = time.perf_counter()

@@ -38,7 +38,7 @@ from coder.quantize import quantize_logits
 from . import numerics
 from .config import EngineConfig, Precision, SegmentConfig, SegmenterKind, Thresholds
 from .model import BOS, ByteLM, load_checkpoint
-from .records import DocRecord, Stats, compress_documents
+from .records import Counts, DocRecord, SegmentStore, compress_documents
 from .segment import EntropyStats, calibrate_thresholds, entropies, segment_offsets
 from .steps import EntropyRows, LaneSteps, StepMode
 
@@ -60,7 +60,7 @@ class NeuralCompressor:
             numerics.fix_cuda_math()
         self.model = model.to(self.device).eval()
         self.dtype = torch.bfloat16 if self.precision is Precision.BF16 else torch.float32
-        self.stats = Stats()
+        self.stats = Counts()
         self.training_info: dict = {}  # what the checkpoint says about its training
         graphs = cfg.cuda_graphs and self.device.type == "cuda"
         pool = torch.cuda.graph_pool_handle() if graphs else None
@@ -178,14 +178,11 @@ class NeuralCompressor:
 
     # -- documents ----------------------------------------------------------------------
 
-    def compress(self, docs: list[bytes], thresholds: Thresholds | None = None, cache=None,
+    def compress(self, docs: list[bytes], thresholds: Thresholds | None = None, store: SegmentStore | None = None,
                  seg_offsets: list[np.ndarray] | None = None) -> list[DocRecord]:
-        """Segment, look segments up in the cache, code the misses once each, pack.
-
-        cache: an object with get_many(keys) / put_many([(key, blob)]) (see cache/).
-        """
+        """Segment, look segments up in `store` (if any), code the misses once each, pack."""
         offs = seg_offsets if seg_offsets is not None else self.segment(docs, thresholds)
-        records, counts = compress_documents(docs, offs, self.namespace, self.cfg.coder, self.encode_segments, cache)
+        records, counts = compress_documents(docs, offs, self.cfg.coder, self.encode_segments, store)
         self.stats.add(counts)
         return records
 

@@ -1,16 +1,27 @@
-"""Compressed documents, and the torch-free half of compression: segment keys, the cache,
-de-duplication and packing. Shard workers run this next to a model actor that does
-the model work (`encode_segments`), so it must not import torch.
+"""Compressed documents, and the torch-free half of compression: de-duplication,
+looking segments up in a store, packing. Shard workers run this next to a model actor
+that does the model work (`encode_segments`), so it must not import torch.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, fields
+from typing import Protocol
 
 import numpy as np
 
-from cache.entry import pack_entry, segment_key, unpack_entry
 from coder import CoderConfig, Windows, pack
+
+Entry = tuple[np.ndarray, np.ndarray]  # one segment's window codes and byte counts
+
+
+class SegmentStore(Protocol):
+    """Where coded segments are remembered across calls (the pipeline's global cache)."""
+
+    def lookup(self, segments: list[bytes]) -> list[Entry | None]: ...
+
+    def remember(self, coded: list[tuple[bytes, Entry]]) -> None: ...
 
 
 @dataclass
@@ -33,73 +44,82 @@ class DocRecord:
         return Windows(self.window_codes, self.window_counts, self.win_off)
 
 
-@dataclass
-class Stats:
-    docs: int = 0
-    bytes: int = 0
-    segments: int = 0
-    unique_segments: int = 0  # after de-duplication within the call
-    cache_hits: int = 0
-    coded_bytes: int = 0  # bytes the model actually coded (misses)
+@dataclass(kw_only=True)
+class Counts:
+    """What compression adds up: one type for a model call, a model actor, a shard and a
+    whole run (each fills the fields it knows; sums are field by field)."""
+
+    docs_in: int = 0  # input rows: documents and rejects
+    docs_out: int = 0  # documents compressed
+    rejects: int = 0
+    bytes_in: int = 0  # bytes of the documents compressed
+    symbols_out: int = 0
     windows: int = 0
-    symbols: int = 0
+    segments: int = 0  # segment occurrences
+    unique_segments: int = 0  # distinct segments per model call, looked up in the cache
+    cache_hits: int = 0
+    coded_bytes: int = 0  # bytes the model coded (cache misses)
     seg_positions: int = 0  # model positions computed for segmentation (padding included)
     code_positions: int = 0  # useful model positions for coding
     code_padded_positions: int = 0  # rows of the model calls made for coding
-    seg_time: float = 0.0
-    code_time: float = 0.0
-    model_time: float = 0.0  # host time launching and waiting for model calls, both stages
+    seg_time: float = 0.0  # model actor seconds in segmentation
+    code_time: float = 0.0  # ... in the windowed coding loop
+    model_time: float = 0.0  # ... launching and waiting for model calls, both stages
 
-    def add(self, other: "Stats") -> None:
-        for k, v in vars(other).items():
-            setattr(self, k, getattr(self, k) + v)
+    def add(self, other: Counts) -> None:
+        for f in fields(Counts):
+            setattr(self, f.name, getattr(self, f.name) + getattr(other, f.name))
+
+    @property
+    def bytes_per_symbol(self) -> float:
+        return self.bytes_in / self.symbols_out if self.symbols_out else 0.0
+
+    @property
+    def cache_hit_rate(self) -> float:
+        return self.cache_hits / self.unique_segments if self.unique_segments else 0.0
+
+    @property
+    def reused_fraction(self) -> float:
+        """Segment occurrences the model did not code: repeats within a call plus cache hits."""
+        return 1 - (self.unique_segments - self.cache_hits) / self.segments if self.segments else 0.0
 
 
-def compress_documents(docs: list[bytes], offs: list[np.ndarray], namespace: str, coder_cfg: CoderConfig,
-                       encode_segments, cache=None) -> tuple[list[DocRecord], Stats]:
-    """Records for segmented documents: every distinct segment is looked up in the cache
+def compress_documents(docs: list[bytes], offs: list[np.ndarray], coder_cfg: CoderConfig,
+                       encode_segments: Callable[[np.ndarray, np.ndarray], Windows],
+                       store: SegmentStore | None = None) -> tuple[list[DocRecord], Counts]:
+    """Records for segmented documents: every distinct segment is looked up in `store`
     and the misses are coded once each by `encode_segments(data, seg_off) -> Windows`
     (in this process, or on a model actor). Returns the records and what happened."""
-    segs = [(d, int(a), int(b)) for d, off in enumerate(offs) for a, b in zip(off[:-1], off[1:])]
-    keys = [segment_key(namespace, docs[d][a:b]) for d, a, b in segs]
-    first: dict[bytes, int] = {}
-    for i, k in enumerate(keys):
-        first.setdefault(k, i)
-    ukeys = list(first)
-    found: dict[bytes, tuple] = {}
-    if cache is not None and ukeys:
-        for k, blob in zip(ukeys, cache.get_many(ukeys)):
-            d, a, b = segs[first[k]]
-            entry = unpack_entry(namespace, b - a, blob)
-            if entry is not None:
-                found[k] = entry
-    todo = [k for k in ukeys if k not in found]
-    st = Stats(docs=len(docs), bytes=sum(len(d) for d in docs), segments=len(segs), unique_segments=len(ukeys),
-               cache_hits=len(ukeys) - len(todo))
+    segs = [docs[d][int(a) : int(b)] for d, off in enumerate(offs) for a, b in zip(off[:-1], off[1:])]
+    unique = list(dict.fromkeys(segs))
+    found: dict[bytes, Entry] = {}
+    if store is not None and unique:
+        found = {seg: e for seg, e in zip(unique, store.lookup(unique)) if e is not None}
+    todo = [seg for seg in unique if seg not in found]
+    hits = set(found)
+    st = Counts(docs_out=len(docs), bytes_in=sum(len(d) for d in docs), segments=len(segs),
+                unique_segments=len(unique), cache_hits=len(hits))
     if todo:
-        pieces = [docs[segs[first[k]][0]][segs[first[k]][1] : segs[first[k]][2]] for k in todo]
-        off = np.zeros(len(pieces) + 1, np.int64)
-        np.cumsum([len(p) for p in pieces], out=off[1:])
-        win = encode_segments(np.frombuffer(b"".join(pieces), np.uint8), off)
-        new = []
-        for j, k in enumerate(todo):
+        off = np.zeros(len(todo) + 1, np.int64)
+        np.cumsum([len(p) for p in todo], out=off[1:])
+        win = encode_segments(np.frombuffer(b"".join(todo), np.uint8), off)
+        coded = []
+        for j, seg in enumerate(todo):
             a, b = win.win_off[j], win.win_off[j + 1]
-            found[k] = (win.codes[a:b], win.counts[a:b])
-            new.append((k, pack_entry(namespace, len(pieces[j]), win.codes[a:b], win.counts[a:b])))
-        if cache is not None:
-            cache.put_many(new)
+            found[seg] = (win.codes[a:b], win.counts[a:b])
+            coded.append((seg, found[seg]))
+        if store is not None:
+            store.remember(coded)
         st.coded_bytes = int(off[-1])
-    hit_keys = set(ukeys) - set(todo)
     records, i = [], 0
     for d, off in enumerate(offs):
-        n_seg = len(off) - 1
-        mine = keys[i : i + n_seg]
-        i += n_seg
-        rec = _record(len(docs[d]), off, [found[k] for k in mine], coder_cfg)
-        rec.cache_hits = sum(1 for k in mine if k in hit_keys)
+        mine = segs[i : i + len(off) - 1]
+        i += len(off) - 1
+        rec = _record(len(docs[d]), off, [found[seg] for seg in mine], coder_cfg)
+        rec.cache_hits = sum(1 for seg in mine if seg in hits)
         records.append(rec)
     st.windows = sum(len(r.window_counts) for r in records)
-    st.symbols = sum(len(r.symbols) for r in records)
+    st.symbols_out = sum(len(r.symbols) for r in records)
     return records, st
 
 

@@ -22,6 +22,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from .corpus import Document, ReaderConfig, list_shards, read_shard
 from .model import BOS, CONFIGS, ByteLM, ModelConfig, load_checkpoint
 from .numerics import Precision, pick_device, resolve
 from .numerics import autocast as numerics_autocast
@@ -57,8 +58,6 @@ class Corpus:
     """All documents of some shards as one byte array; crops never cross documents."""
 
     def __init__(self, urls: list[str], text_field: str):
-        from pipeline.readers import Document, ReaderConfig, list_shards, read_shard
-
         docs, rejects = [], 0
         for url in urls:
             for shard in list_shards(url):

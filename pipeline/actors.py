@@ -7,13 +7,17 @@ import os
 import sys
 import time
 
+import ray
+import ray._private.ray_constants as ray_constants
+
+from cache.sharded import CacheShard
 from coder import FORMAT_VERSION
+from compressor_model.records import Counts
 
 from .config import Compressor, JobConfig, content_config, register_secrets
 from .errors import JobError
 from .model_service import ModelService
 from .redact import redact
-from .service import CacheService
 from .shard import ShardTask, mark_failed
 from .tasks import Progress, make_backend, shard_task
 
@@ -37,8 +41,6 @@ def actor_threads(cfg: JobConfig, cpus: float) -> int:
 
 class ActorContext:
     def __init__(self, cfg: JobConfig, started_ray: bool):
-        import ray
-
         self.cfg, self.started_ray = cfg, started_ray
         self.models, self.caches = [], []
         # Named, so that an operator (or a fault-injection test) can find them.
@@ -60,7 +62,7 @@ class ActorContext:
                 for i in range(cfg.run.model_actors)
             ]
             if cfg.cache.enabled:
-                Cache = ray.remote(CacheService)
+                Cache = ray.remote(CacheShard)
                 self.caches = [Cache.options(name=self._name(f"cache-{i}"), num_cpus=0, max_restarts=-1)
                                .remote(cfg.cache.max_bytes_per_shard) for i in range(cfg.cache.shards)]
             try:
@@ -86,7 +88,6 @@ class ActorContext:
 
     def _check_resources(self):
         """Fail fast, not hang, when the model actors leave no CPU for a shard task."""
-        import ray
 
         r = self.cfg.run
         if self.cfg.model.compressor is not Compressor.NEURAL:
@@ -104,15 +105,12 @@ class ActorContext:
             print(f"[proxycomp] warning: {msg} (waiting in case the cluster scales up)", file=sys.stderr)
 
     def calibrate(self, docs):
-        import ray
-
         return ray.get(self.models[0].calibrate.remote(docs))
 
     def run_shards(self, groups: list[list[ShardTask]], thresholds, meta):
         """Yields one ShardResult per shard, keeping shard_workers tasks (a shard, or a
         group of small ones) in flight and retrying a task whose worker, actor or
         storage failed (up to max_retries)."""
-        import ray
         from tqdm import tqdm
 
         cfg = self.cfg
@@ -153,25 +151,18 @@ class ActorContext:
         for b in bars:
             b.close()
 
-    def model_seconds(self) -> dict:
-        """Seconds the model actors spent on segmentation, on coding, and inside forward
-        passes (summed over actors; an actor that restarted reports only its new life)."""
-        import ray
-
-        out = {"seg_s": 0.0, "code_s": 0.0, "forward_s": 0.0}
+    def model_counts(self) -> Counts:
+        """What the model actors counted: positions and seconds in segmentation, coding
+        and forward passes (an actor that restarted reports only its new life)."""
+        out = Counts()
         for a in self.models:
             try:
-                st = ray.get(a.stats.remote(), timeout=30)
+                out.add(ray.get(a.stats.remote(), timeout=30))
             except Exception:  # noqa: BLE001 - statistics only; never fail a finished job over them
                 continue
-            out["seg_s"] += st["seg_time"]
-            out["code_s"] += st["code_time"]
-            out["forward_s"] += st["model_time"]
         return out
 
     def shutdown(self):
-        import ray
-
         for a in self.models + self.caches + [getattr(self, "progress", None)]:
             if a is None:
                 continue
@@ -206,8 +197,6 @@ def init_local_ray(**kwargs) -> None:
     On Linux Ray gives its servers the machine's external address even when asked for
     127.0.0.1, unless it runs in its single-machine mode; that mode is switched on for
     this process (the constant) and for the processes Ray starts (the environment)."""
-    import ray
-    import ray._private.ray_constants as ray_constants
 
     os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"
     ray_constants.ENABLE_RAY_CLUSTER = False
@@ -215,8 +204,6 @@ def init_local_ray(**kwargs) -> None:
 
 
 def start_actors(cfg: JobConfig) -> ActorContext:
-    import ray
-
     register_secrets(cfg)
     started = False
     if not ray.is_initialized():

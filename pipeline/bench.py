@@ -22,14 +22,15 @@ import time
 
 import torch
 
+from compressor_model.config import Thresholds
 from compressor_model.engine import NeuralCompressor
 from compressor_model.numerics import describe_machine
-from compressor_model.config import Thresholds
+from compressor_model.stdlib import stdlib_files, take_bytes
 
 from .config import JobConfig, load_config
 from .job import calibrate_job, run_job
 from .output import read_json
-from .sample import stdlib_files, take_bytes, write_shards
+from .sample import write_shards
 from .model_service import read_checkpoint
 
 
@@ -98,7 +99,7 @@ def run(workers: list[int], max_bytes: int, shards: int, split: str, extra: list
                 "wall_s": s.wall_s,
                 "startup_s": s.startup_s,
                 "model_busy_fraction": s.model_busy_fraction,
-                "model_forward_s": s.model_forward_s,
+                "model_forward_s": s.model_time,
                 "ray_start_s": startup,
                 "shards_done": s.shards_done,
                 "docs": s.docs_out,

@@ -25,7 +25,9 @@ import sys
 import time
 from pathlib import Path
 
-from .sample import stdlib_files, write_shards
+from compressor_model.stdlib import stdlib_files
+
+from .sample import write_shards
 
 # Dense bf16 tensor-core peak (TFLOP/s) by device name, for MFU.
 PEAK_BF16_TFLOPS = {"H100 80GB HBM3": 989.0, "H100 SXM": 989.0, "H200": 989.0, "H100 PCIe": 756.0, "H100 NVL": 835.0,

@@ -139,7 +139,8 @@ def cmd_verify(a) -> int:
 def cmd_demo(a) -> int:
     """Everything on an embedded default: stdlib sample -> run (local Ray) -> verify."""
     from .job import run_job
-    from .sample import stdlib_files, take_bytes, write_shards
+    from compressor_model.stdlib import stdlib_files, take_bytes
+    from .sample import write_shards
     from .verify import verify_output
 
     inp, out = os.path.join(a.output, "input"), os.path.join(a.output, "output")

@@ -5,20 +5,42 @@
   comes from a tokenizer.json (`model.tokenizer`) or from `proxycomp train-tokenizer`.
 
 They need no model and no GPU, so they run inside the shard tasks. `REGISTRY` maps the
-config's `Compressor` to a factory; the neural entry is the model-actor backend.
+config's `Compressor` to a factory; the neural one is `pipeline.service.NeuralBackend`,
+which talks to a model actor. All of them are a `Backend`.
 """
 
 from __future__ import annotations
 
 import gzip
 import hashlib
+from typing import Protocol
 
 import numpy as np
 import pyarrow as pa
 
-from compressor_model.records import DocRecord, Stats
+from compressor_model.config import Thresholds
+from compressor_model.records import Counts, DocRecord
 
 from .config import Compressor, JobConfig
+
+
+class Backend(Protocol):
+    """What shard processing needs of a compressor."""
+
+    info: dict  # compressor, namespace, fingerprint, numerics, n_symbols, coder: stamped into outputs
+    symbol_type: pa.DataType  # of the Parquet `symbols` list
+
+    def segment(self, docs: list[bytes], thresholds: Thresholds | None) -> list[np.ndarray]:
+        """Each document's segment byte offsets."""
+        ...
+
+    def compress(self, docs: list[bytes], offs: list[np.ndarray], cache) -> tuple[list[DocRecord], Counts]:
+        """Records of segmented documents (cache: get_many/put_many, or None)."""
+        ...
+
+    def maxrss(self) -> int:
+        """Peak memory of the process doing the model work (0 where there is none)."""
+        ...
 
 
 def _record(n_bytes: int, symbols: np.ndarray) -> DocRecord:
@@ -41,9 +63,12 @@ class _WholeDocument:
 
     def compress(self, docs, offs, cache):
         records = [_record(len(d), self.encode(d)) for d in docs]
-        st = Stats(docs=len(docs), bytes=sum(map(len, docs)), segments=len(docs), unique_segments=len(docs),
-                   coded_bytes=sum(map(len, docs)), symbols=sum(len(r.symbols) for r in records))
+        st = Counts(docs_out=len(docs), bytes_in=sum(map(len, docs)), segments=len(docs), unique_segments=len(docs),
+                    coded_bytes=sum(map(len, docs)), symbols_out=sum(len(r.symbols) for r in records))
         return records, st
+
+    def maxrss(self) -> int:
+        return 0
 
     def decode_symbols(self, symbols: np.ndarray) -> bytes:
         raise NotImplementedError

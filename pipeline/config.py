@@ -15,9 +15,10 @@ from dataclasses import dataclass, field
 
 import yaml
 
+from cache.config import CacheConfig
 from compressor_model.config import EngineConfig, SegmentConfig
+from compressor_model.corpus import ReaderConfig
 
-from .readers import ReaderConfig
 
 
 class Compressor(enum.Enum):
@@ -33,14 +34,6 @@ class ModelSource:
     checkpoint: str = ""  # empty: the shipped checkpoint
     compressor: Compressor = Compressor.NEURAL
     tokenizer: str = ""  # tokenizer.json for the tokenizer compressor
-
-
-@dataclass(frozen=True)
-class CacheConfig:
-    enabled: bool = True
-    shards: int = 2  # cache actors; keys are spread over them by hash
-    max_bytes_per_shard: int = 512 << 20  # LRU eviction beyond this
-    batch: int = 4096  # keys per lookup call
 
 
 @dataclass(frozen=True)

@@ -3,7 +3,7 @@
     driver ── lists input shards, skips those with a completion marker, calibrates or
        │      loads thresholds, writes config.yaml, keeps <= shard_workers tasks in flight
        ├── ModelService actors (GPU, or CPU): segmentation + windowed coding
-       ├── CacheService actors: the global segment cache, keys spread by hash
+       ├── CacheShard actors: the global segment cache, keys spread by hash
        └── shard tasks (CPU): read -> segment (actor) -> cache lookups -> code misses
            (actor) -> pack -> Parquet -> commit -> marker
 
@@ -20,14 +20,15 @@ from dataclasses import asdict, dataclass, field
 import fsspec
 
 from compressor_model.config import SegmenterKind, Thresholds
+from compressor_model.records import Counts
+from compressor_model.corpus import SHARD_SUFFIXES, Document, ShardError, list_shards, read_shard
 
 from .actors import start_actors
 from .config import JobConfig, dump_config
 from .errors import JobError
 from .output import exists, join, read_json, write_bytes_atomic, write_json_atomic
-from .readers import SHARD_SUFFIXES, Document, ShardError, list_shards, read_shard
 from .redact import redact
-from .shard import Counts, ShardResult, ShardTask
+from .shard import ShardResult, ShardTask
 
 
 def shard_name(input_root: str, url: str) -> str:
@@ -115,10 +116,7 @@ class Summary(Counts):
     shards_failed: int = 0
     wall_s: float = 0.0
     startup_s: float = 0.0  # until the actors were ready
-    model_actors: int = 0
-    model_seg_s: float = 0.0  # model actor time in segmentation, summed over actors
-    model_code_s: float = 0.0  # ... in the windowed coding loop
-    model_forward_s: float = 0.0  # ... inside model forward passes (both stages)
+    model_actors: int = 0  # their seg_time, code_time and model_time are summed in
     failed: dict = field(default_factory=dict)
 
     @property
@@ -126,12 +124,12 @@ class Summary(Counts):
         """How much of the actors' time after startup went into model work: well under 1
         means the model actors (the GPUs) wait on shard workers, storage or the cache."""
         span = self.model_actors * (self.wall_s - self.startup_s)
-        return (self.model_seg_s + self.model_code_s) / span if span > 0 else 0.0
+        return (self.seg_time + self.code_time) / span if span > 0 else 0.0
 
-    def add(self, r: ShardResult) -> None:
+    def add_shard(self, r: ShardResult) -> None:
         if r.status == "done":
             self.shards_done += 1
-            self.add_counts(r)
+            self.add(r)
         else:
             self.shards_failed += 1
             self.failed[r.name] = r.reason
@@ -152,7 +150,7 @@ class Summary(Counts):
             f"{self.reused_fraction:.1%} of all {self.segments:,} segments reused, not coded",
             f"throughput: {self.bytes_in / max(self.wall_s, 1e-9) / 1e3:,.1f} KB/s over {self.wall_s:.1f} s",
             *([f"model actors: {self.model_actors}, busy {self.model_busy_fraction:.0%} of the time after startup "
-               f"({self.model_forward_s:.1f} s in forward passes)"] if self.model_actors else []),
+               f"({self.model_time:.1f} s in forward passes)"] if self.model_actors else []),
             f"output: {redact(self.output)}/shards/*.parquet",
         ]
         for name, reason in self.failed.items():
@@ -203,12 +201,11 @@ def run_job(cfg: JobConfig, shards: list[str] | None = None, force: bool = False
         log(f"{len(todo)} shard(s) to run, {summary.shards_skipped} already done")
         groups = group_small(todo, cfg.run.small_shard_bytes, cfg.run.group_bytes, cfg.run.shard_workers)
         for res in ctx.run_shards(groups, thresholds, meta):
-            summary.add(res)
+            summary.add_shard(res)
         write_manifest(cfg, tasks)
         summary.wall_s = time.perf_counter() - t0
-        ms = ctx.model_seconds()
+        summary.add(ctx.model_counts())
         summary.model_actors = len(ctx.models)
-        summary.model_seg_s, summary.model_code_s, summary.model_forward_s = ms["seg_s"], ms["code_s"], ms["forward_s"]
     finally:
         ctx.shutdown()
     return summary

@@ -22,12 +22,12 @@ import time
 import torch
 
 from compressor_model.model import CONFIGS, ByteLM
+from compressor_model.stdlib import stdlib_files
 
 from .actors import init_local_ray
 from .config import load_config
 from .job import run_job
 from .output import read_json
-from .sample import stdlib_files
 
 
 def _job(inp: str, out: str, *extra: str):

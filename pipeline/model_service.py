@@ -15,6 +15,7 @@ import torch
 from coder import Windows
 from compressor_model.config import Thresholds
 from compressor_model.engine import NeuralCompressor
+from compressor_model.records import Counts
 
 from .config import JobConfig, register_secrets
 
@@ -54,8 +55,8 @@ class ModelService:
     def decode(self, windows: Windows, seg_off: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         return self.comp.decode_segments(windows, seg_off)
 
-    def stats(self) -> dict:
-        return vars(self.comp.stats)
+    def stats(self) -> Counts:
+        return self.comp.stats
 
     def pid(self) -> int:
         return os.getpid()

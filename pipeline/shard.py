@@ -11,15 +11,16 @@ import json
 import os
 import resource
 import time
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
-from compressor_model.records import DocRecord
+from compressor_model.corpus import Document, Reject, ShardError, read_shard
+from compressor_model.records import Counts, DocRecord
 
+from .compressors import Backend
 from .config import JobConfig
 from .output import OutRow, ShardWriter, join, schema, write_bytes_atomic, write_json_atomic
-from .readers import Document, Reject, ShardError, read_shard
 from .redact import redact
 
 
@@ -33,38 +34,6 @@ class ShardTask:
     def out(self, cfg: JobConfig, kind: str) -> str:
         ext = {"shards": "parquet", "_rejects": "jsonl"}.get(kind, "json")
         return join(cfg.output, kind, f"{self.name}.{ext}")
-
-
-@dataclass(kw_only=True)
-class Counts:
-    """What a shard, and a whole run, adds up."""
-
-    docs_in: int = 0
-    docs_out: int = 0
-    rejects: int = 0
-    bytes_in: int = 0
-    symbols_out: int = 0
-    segments: int = 0  # segment occurrences
-    unique_segments: int = 0  # distinct segments per model call, looked up in the cache
-    cache_hits: int = 0
-    coded_bytes: int = 0  # bytes the model coded (cache misses)
-
-    def add_counts(self, other: Counts) -> None:
-        for f in fields(Counts):
-            setattr(self, f.name, getattr(self, f.name) + getattr(other, f.name))
-
-    @property
-    def bytes_per_symbol(self) -> float:
-        return self.bytes_in / self.symbols_out if self.symbols_out else 0.0
-
-    @property
-    def cache_hit_rate(self) -> float:
-        return self.cache_hits / self.unique_segments if self.unique_segments else 0.0
-
-    @property
-    def reused_fraction(self) -> float:
-        """Segment occurrences the model did not code: repeats within a call plus cache hits."""
-        return 1 - (self.unique_segments - self.cache_hits) / self.segments if self.segments else 0.0
 
 
 @dataclass
@@ -118,12 +87,8 @@ class Code(Stage):
         self.backend, self.cache = backend, cache
 
     def __call__(self, docs, offs):
-        records, st = self.timed(self.backend.compress, docs, offs, self.cache)
-        r = self.result
-        r.segments += st.segments
-        r.unique_segments += st.unique_segments
-        r.cache_hits += st.cache_hits
-        r.coded_bytes += st.coded_bytes
+        records, counts = self.timed(self.backend.compress, docs, offs, self.cache)
+        self.result.add(counts)
         return records
 
 
@@ -146,6 +111,7 @@ class Write(Stage):
         self.timed(self.writer.write, rows)
         self.result.docs_out += len(rows)
         self.result.symbols_out += sum(len(r.symbols) for r in records)
+        self.result.windows += sum(len(r.window_counts) for r in records)
 
 
 def _concat_records(recs: list[DocRecord]) -> DocRecord:
@@ -175,19 +141,75 @@ class MemoryBoundExceeded(Exception):
     pass
 
 
-class ShardJob:
-    """One shard's reading, writing and commit; compression may be shared (groups)."""
+def _apportion(total: int, weights: list[int]) -> list[int]:
+    """Integers proportional to weights that add up to total (largest remainder)."""
+    w = sum(weights)
+    if not w:
+        return [total] + [0] * (len(weights) - 1) if weights else []
+    exact = [total * x / w for x in weights]
+    out = [int(e) for e in exact]
+    for k in sorted(range(len(weights)), key=lambda k: out[k] - exact[k])[: total - sum(out)]:
+        out[k] += 1
+    return out
 
-    def __init__(self, task: ShardTask, cfg: JobConfig, backend, cache, thresholds, meta: dict):
+
+class Compress:
+    """Segmentation and coding of a batch of documents, whoever's they are. Documents
+    over run.doc_slice_bytes go through the model a slice at a time (each slice starts
+    a segment), which bounds the memory a single document can take."""
+
+    # Counted per model call, so split over the shards in it. The per-document counts
+    # (documents, bytes, symbols, windows, segments) come exact from reading and writing.
+    SHARED = ("unique_segments", "cache_hits", "coded_bytes")
+
+    def __init__(self, cfg: JobConfig, backend: Backend, cache, thresholds):
+        self.slice = cfg.run.doc_slice_bytes
+        self.tally = ShardResult("", "", "done")
+        self.segment, self.code = Segment(self.tally, backend, thresholds), Code(self.tally, backend, cache)
+
+    def __call__(self, datas: list[bytes]) -> list[DocRecord]:
+        n = self.slice
+        out: list = [None] * len(datas)
+        small = [i for i, d in enumerate(datas) if len(d) <= n]
+        if small:
+            part = [datas[i] for i in small]
+            for i, r in zip(small, self.code(part, self.segment(part))):
+                out[i] = r
+        for i, d in enumerate(datas):
+            if out[i] is None:
+                out[i] = _concat_records([self.code([p], self.segment([p]))[0] for p in (d[k : k + n] for k in range(0, len(d), n))])
+        return out
+
+    def credit(self, results: list[ShardResult], segments: list[int]) -> None:
+        """Split what the calls since the last credit counted over the shards whose
+        documents were in them, by their share of the segments (exact for one shard)."""
+        for key in self.SHARED:
+            for r, v in zip(results, _apportion(getattr(self.tally, key), segments)):
+                setattr(r, key, getattr(r, key) + v)
+        total = sum(segments) or 1
+        for stage, sec in self.tally.stage_seconds.items():
+            for r, k in zip(results, segments):
+                r.stage_seconds[stage] = r.stage_seconds.get(stage, 0.0) + sec * k / total
+        for r, k in zip(results, segments):
+            r.segments += k
+        self.tally = ShardResult("", "", "done")
+        self.segment.result = self.code.result = self.tally
+
+
+class ShardJob:
+    """One shard's reading, writing and commit; its documents' compression may share
+    model calls with other shards' (small shards travel together)."""
+
+    def __init__(self, task: ShardTask, cfg: JobConfig, backend: Backend, meta: dict):
         self.task, self.cfg, self.backend = task, cfg, backend
         self.res = ShardResult(task.name, task.input_url, "done")
         self.writer = ShardWriter(task.out(cfg, "shards"), schema(backend.symbol_type),
                                   {**meta, "source": redact(task.input_url)}, cfg.output_format.compression,
                                   cfg.storage_options, tmp_dir=join(cfg.output, "_tmp"),
                                   row_group_rows=cfg.output_format.row_group_docs)
-        self.segment, self.code = Segment(self.res, backend, thresholds), Code(self.res, backend, cache)
         self.write = Write(self.res, self.writer, cfg.output_format.store_raw)
         self.rejects: list[Reject] = []
+        self.error: BaseException | None = None  # what failed this shard (input or memory bound)
         self.t0 = time.perf_counter()
 
     def documents(self):
@@ -201,21 +223,6 @@ class ShardJob:
             else:
                 self.res.bytes_in += len(item.data)
                 yield item
-
-    def compress(self, datas: list[bytes]) -> list[DocRecord]:
-        # Documents over doc_slice_bytes go through the model a slice at a time (each
-        # slice starts a segment), which bounds the memory a single document can take.
-        n = self.cfg.run.doc_slice_bytes
-        out: list = [None] * len(datas)
-        small = [i for i, d in enumerate(datas) if len(d) <= n]
-        if small:
-            part = [datas[i] for i in small]
-            for i, r in zip(small, self.code(part, self.segment(part))):
-                out[i] = r
-        for i, d in enumerate(datas):
-            if out[i] is None:
-                out[i] = _concat_records([self.code([p], self.segment([p]))[0] for p in (d[k : k + n] for k in range(0, len(d), n))])
-        return out
 
     def add(self, docs: list[Document], records: list[DocRecord]) -> None:
         for r in records:  # codes were only needed to make the symbols
@@ -231,11 +238,15 @@ class ShardJob:
                 "or raise the bound"
             )
 
+    def fail(self, err: BaseException) -> None:
+        self.error = err
+        self.writer.abort()
+
     def finish(self) -> ShardResult:
         res = self.res
         res.stage_seconds["total"] = time.perf_counter() - self.t0
         res.maxrss_bytes = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
-        res.model_maxrss_bytes = getattr(self.backend, "maxrss", lambda: 0)()
+        res.model_maxrss_bytes = self.backend.maxrss()
         res.rejects = len(self.rejects)
         lines = b"".join(
             (json.dumps({"source": redact(r.shard), "row": r.row, "id": r.id, "reason": redact(r.reason)}) + "\n").encode()
@@ -245,85 +256,76 @@ class ShardJob:
         write_bytes_atomic(self.task.out(self.cfg, "_rejects"), lines, self.cfg.storage_options)
         return res
 
-    def abort(self) -> None:
-        self.writer.abort()
 
+def process_shards(tasks: list[ShardTask], cfg: JobConfig, backend: Backend, cache, thresholds, meta: dict,
+                   progress=None) -> list[tuple[ShardTask, ShardResult | BaseException]]:
+    """Read, compress and commit shards, streaming: one shard, or several small ones whose
+    documents share model calls so that a tiny shard does not pay for a whole batch of
+    fixed-shape model work. Each shard is read, written and committed on its own, and its
+    output does not depend on the company it kept (model calls are batch-invariant).
 
-def _batches(items, max_bytes: int, size=lambda d: len(d.data)):
-    batch, total = [], 0
-    for x in items:
-        batch.append(x)
-        total += size(x)
-        if total >= max_bytes:
-            yield batch
-            batch, total = [], 0
-    if batch:
-        yield batch
+    Returns each shard's result, or the input error (ShardError) or MemoryBoundExceeded
+    that failed it; output appears only for shards where everything worked. Anything
+    else raises, with every unfinished shard's output discarded, for the caller to retry.
+    """
+    compress = Compress(cfg, backend, cache, thresholds)
+    jobs: list[ShardJob] = []
+    batch: list[tuple[ShardJob, Document]] = []
+    read_all: list[ShardJob] = []  # read to the end, waiting for their last batch
+    out: dict[int, ShardResult | BaseException] = {}
+    pending = 0  # bytes in the batch
 
+    def flush():
+        nonlocal pending
+        live = [(j, d) for j, d in batch if j.error is None]
+        batch.clear()
+        pending = 0
+        if not live:
+            return
+        records = compress([d.data for _, d in live])
+        owners = list(dict.fromkeys(j for j, _ in live))
+        mine = {j: [k for k, (o, _) in enumerate(live) if o is j] for j in owners}
+        compress.credit([j.res for j in owners], [sum(len(records[k].seg_off) - 1 for k in mine[j]) for j in owners])
+        for j in owners:
+            try:
+                j.add([live[k][1] for k in mine[j]], [records[k] for k in mine[j]])
+            except MemoryBoundExceeded as e:
+                j.fail(e)
+        if progress is not None:
+            progress(len(live), sum(len(d.data) for _, d in live))
 
-def process_shard(task: ShardTask, cfg: JobConfig, backend, cache, thresholds, meta: dict, progress=None) -> ShardResult:
-    """Read, compress and commit one shard, streaming. Raises ShardError for unreadable
-    input (the caller records the shard as failed); output appears only when everything
-    worked."""
-    job = ShardJob(task, cfg, backend, cache, thresholds, meta)
+    def finish_ready():
+        waiting = {id(j) for j, _ in batch}
+        for j in list(read_all):
+            if id(j) not in waiting:
+                read_all.remove(j)
+                out[j.task.index] = j.error if j.error is not None else j.finish()
+
     try:
-        for batch in _batches(job.documents(), cfg.run.batch_bytes):
-            job.add(batch, job.compress([d.data for d in batch]))
-            if progress is not None:
-                progress(len(batch), sum(len(d.data) for d in batch))
+        for t in tasks:
+            job = ShardJob(t, cfg, backend, meta)
+            jobs.append(job)
+            try:
+                for doc in job.documents():
+                    batch.append((job, doc))
+                    pending += len(doc.data)
+                    if pending >= cfg.run.batch_bytes:
+                        flush()
+                        finish_ready()
+                    if job.error is not None:
+                        break
+            except ShardError as e:
+                job.fail(e)
+            read_all.append(job)
+            finish_ready()
+        flush()
+        finish_ready()
     except BaseException:
-        job.abort()
+        for j in jobs:
+            if j.task.index not in out:
+                j.writer.abort()
         raise
-    return job.finish()
-
-
-def process_group(tasks: list[ShardTask], cfg: JobConfig, backend, cache, thresholds, meta: dict,
-                  progress=None) -> list[tuple[ShardTask, ShardResult | BaseException]]:
-    """Several small shards in one task: each is read and committed on its own, but
-    their documents share model calls, so a tiny shard does not pay for a whole batch
-    of fixed-shape model work. Outputs do not depend on the grouping (model calls are
-    batch-invariant). Returns each shard's result, or the input error that failed it."""
-    out: list = []
-    jobs: list[tuple[ShardJob, list[Document]]] = []
-    for t in tasks:
-        job = ShardJob(t, cfg, backend, cache, thresholds, meta)
-        try:
-            jobs.append((job, list(job.documents())))
-        except (ShardError, MemoryBoundExceeded) as e:
-            job.abort()
-            out.append((t, e))
-    if not jobs:
-        return out
-    pending = list(range(len(jobs)))
-    try:
-        owned = [(k, d) for k, (_, docs) in enumerate(jobs) for d in docs]
-        group = jobs[0][0]  # its stages time and count the shared model calls
-        records: list[DocRecord] = []
-        for batch in _batches(owned, cfg.run.batch_bytes, size=lambda kd: len(kd[1].data)):
-            records += group.compress([d.data for _, d in batch])
-            if progress is not None:
-                progress(len(batch), sum(len(d.data) for _, d in batch))
-        # Per-call counts of distinct segments (the hit rate's numerator and denominator)
-        # cannot be attributed to one shard exactly: split them by segment share.
-        shared = {k: getattr(group.res, k) for k in ("unique_segments", "cache_hits", "coded_bytes")}
-        seconds = {k: group.res.stage_seconds.get(k, 0.0) for k in ("segment", "code")}
-        total_segs = sum(len(r.seg_off) - 1 for r in records) or 1
-        for k, (job, docs) in enumerate(jobs):
-            mine = [r for (j, _), r in zip(owned, records) if j == k]
-            share = sum(len(r.seg_off) - 1 for r in mine) / total_segs
-            job.res.segments = sum(len(r.seg_off) - 1 for r in mine)
-            for key, v in shared.items():  # per-call counts, split by segment share
-                setattr(job.res, key, round(v * share))
-            job.res.stage_seconds.update({key: v * share for key, v in seconds.items()})
-            if docs:
-                job.add(docs, mine)
-            out.append((job.task, job.finish()))
-            pending.remove(k)
-    except BaseException:
-        for k in pending:
-            jobs[k][0].abort()
-        raise
-    return out
+    return [(t, out[t.index]) for t in tasks]
 
 
 def commit_marker(task: ShardTask, cfg: JobConfig, res: ShardResult, meta: dict) -> None:

@@ -6,12 +6,15 @@ from __future__ import annotations
 
 import os
 
+import ray
+
+from cache.sharded import ShardedCache
+
 from .compressors import REGISTRY
 from .config import Compressor, JobConfig, register_secrets
 from .output import remove
-from .readers import ShardError
-from .service import NeuralBackend, ShardedCache
-from .shard import MemoryBoundExceeded, ShardResult, ShardTask, commit_marker, mark_failed, process_group, process_shard
+from .service import NeuralBackend
+from .shard import ShardResult, ShardTask, commit_marker, mark_failed, process_shards
 
 
 class Progress:
@@ -52,19 +55,13 @@ def shard_task(group: list[ShardTask], cfg: JobConfig, service, caches, threshol
     the driver can retry the whole group."""
     register_secrets(cfg)  # this worker's error messages are scrubbed of them too
     backend = make_backend(cfg, service)
-    cache = ShardedCache(caches, cfg.cache) if caches else None
+    cache = ShardedCache(caches, cfg.cache, invoke=lambda m, a: m.remote(a), wait=ray.get) if caches else None
     report = (lambda d, b: progress.add.remote(d, b)) if progress is not None else None
     for t in group:
         if progress is not None:
             progress.started.remote(t.name, os.getpid())
     try:
-        if len(group) == 1 and group[0].size >= cfg.run.small_shard_bytes:
-            try:
-                pairs = [(group[0], process_shard(group[0], cfg, backend, cache, thresholds, meta, report))]
-            except (ShardError, MemoryBoundExceeded) as e:
-                pairs = [(group[0], e)]
-        else:
-            pairs = process_group(group, cfg, backend, cache, thresholds, meta, report)
+        pairs = process_shards(group, cfg, backend, cache, thresholds, meta, report)
     finally:
         for t in group:
             if progress is not None:

@@ -12,6 +12,7 @@ import numpy as np
 import pyarrow.parquet as pq
 
 from coder import CoderConfig, Packed, Windows, unpack
+from compressor_model.corpus import Document, read_shard
 from compressor_model.numerics import Precision
 
 from .compressors import REGISTRY
@@ -19,7 +20,6 @@ from .config import Compressor, JobConfig
 from .job import plan_tasks
 from .model_service import ModelService
 from .output import read_json, read_metadata
-from .readers import Document, read_shard
 from .redact import redact
 
 

@@ -9,7 +9,7 @@ import torch
 from compressor_model.engine import EngineConfig, NeuralCompressor
 from compressor_model.model import CONFIGS, ByteLM
 from compressor_model.segment import SegmentConfig
-from pipeline.sample import stdlib_files
+from compressor_model.stdlib import stdlib_files
 
 
 @functools.lru_cache(maxsize=None)

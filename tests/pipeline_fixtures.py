@@ -9,7 +9,8 @@ from pathlib import Path
 import torch
 
 from pipeline.config import load_config
-from pipeline.sample import stdlib_files, take_bytes, write_shards
+from compressor_model.stdlib import stdlib_files, take_bytes
+from pipeline.sample import write_shards
 from tests.engine_fixtures import tiny_model
 
 

@@ -8,9 +8,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from coder import CoderConfig
-from coder.constants import ESCAPE_COUNT, PROB_TOTAL
+from coder.constants import PROB_TOTAL
 from coder.lanes import LaneDecoder, LaneEncoder
-from coder.reference import _Interval
+from coder.reference import window_loop
 
 MAX_SLOT = 40
 
@@ -30,26 +30,11 @@ def oracle(data: bytes, seg_off, table, window_bits, max_window):
     """Windows of each segment, coding byte j of a window with table[prev, j] (prev =
     BOS for the first byte), straight from the definition."""
     codes, counts = [], []
-    bos = table[256, 0]
     for a, b in zip(seg_off[:-1], seg_off[1:]):
-        i = a
-        while i < b:
-            iv, n = _Interval(window_bits), 0
-            while i + n < b and n < (max_window or 1 << 30):
-                row = bos if n == 0 else table[data[i + n - 1], n]
-                byte = data[i + n]
-                nxt = iv.narrowed(row[:byte].sum(), row[byte])
-                if nxt.code() is None:
-                    break
-                iv, n = nxt, n + 1
-            if n == 0:
-                codes.append(data[i])
-                counts.append(ESCAPE_COUNT)
-                i += 1
-            else:
-                codes.append(iv.code())
-                counts.append(n)
-                i += n
+        c, n = window_loop(data[a:b], lambda prev, j: table[256, 0] if prev is None else table[prev, j], window_bits,
+                           max_window or 0)
+        codes += c
+        counts += n
     return codes, counts
 
 

@@ -9,7 +9,7 @@ from hypothesis import strategies as st
 
 from coder import CoderConfig, Windows, decode, encode, pack, unpack
 from coder.constants import ESCAPE_COUNT, PROB_BITS
-from coder.reference import ReferenceCoder, _Interval
+from coder.reference import ReferenceCoder, Interval
 from tests.coder_cases import SHAPES, case, ints_for
 
 SETTINGS = settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -56,10 +56,10 @@ def test_round_trip_and_window_invariants(args):
             if n == ESCAPE_COUNT:
                 # Only a byte that does not fit an empty window may be escaped.
                 assert cfg.window_bits < PROB_BITS
-                assert _Interval(cfg.window_bits).narrowed(cum[pos], freq[pos]).code() is None
+                assert Interval(cfg.window_bits).narrowed(cum[pos], freq[pos]).code() is None
                 pos += 1
                 continue
-            iv = _Interval(cfg.window_bits)
+            iv = Interval(cfg.window_bits)
             for j in range(pos, pos + n):
                 iv = iv.narrowed(cum[j], freq[j])
             assert iv.code() == codes[k]

@@ -7,10 +7,13 @@ import numpy as np
 import pytest
 import torch
 
+from cache.entry import _HEADER, pack_entry
 from cache.local import LocalSegmentCache
 from compressor_model.engine import NeuralCompressor, Precision
 from compressor_model.model import ByteLM, load_checkpoint
+from compressor_model.reference import reference_windows
 from compressor_model.segment import SegmentConfig, SegmenterKind
+from pipeline.service import CachedSegments
 from tests.engine_fixtures import code_docs, tiny_compressor
 
 
@@ -56,9 +59,10 @@ def test_deterministic_and_independent_of_batching(comp, thresholds):
 def test_cache_serves_identical_records_and_rejects_bad_entries(comp, thresholds):
     docs = list(code_docs(6))
     cache = LocalSegmentCache()
-    first = comp.compress(docs, thresholds, cache=cache)
+    store = CachedSegments(cache, comp.namespace)
+    first = comp.compress(docs, thresholds, store=store)
     assert sum(r.cache_hits for r in first) == 0 and len(cache) > 0
-    second = comp.compress(docs, thresholds, cache=cache)
+    second = comp.compress(docs, thresholds, store=store)
     assert all(r.cache_hits == len(r.seg_off) - 1 for r in second)
     second_blobs = dict(cache._d)
     assert all(records_equal(a, b) for a, b in zip(first, second))
@@ -67,28 +71,24 @@ def test_cache_serves_identical_records_and_rejects_bad_entries(comp, thresholds
         blob = bytearray(cache._d[k])
         blob[-1] ^= 0xFF
         cache._d[k] = bytes(blob)
-    third = comp.compress(docs, thresholds, cache=cache)
+    third = comp.compress(docs, thresholds, store=store)
     assert sum(r.cache_hits for r in third) == 0
     assert all(records_equal(a, b) for a, b in zip(first, third))
     # Entries written by a different compressor under these very keys (a key collision,
     # or a store shared by mistake) fail the namespace check and are recomputed.
-    from cache.entry import pack_entry
-
-    from cache.entry import _HEADER
-
     for k in list(cache._d):
         blob = second_blobs[k]
         _, _, _, seg_len, n, _ = _HEADER.unpack_from(blob)
         body = blob[_HEADER.size :]
         codes, counts = np.frombuffer(body[: 4 * n], np.uint32), np.frombuffer(body[4 * n :], np.int32)
         cache._d[k] = pack_entry("another-fingerprint", seg_len, codes, counts)  # same content, foreign tag
-    fourth = comp.compress(docs, thresholds, cache=cache)
+    fourth = comp.compress(docs, thresholds, store=store)
     assert sum(r.cache_hits for r in fourth) == 0
     assert all(records_equal(a, b) for a, b in zip(first, fourth))
     # A compressor with other settings has its own namespace: no cross hits.
     other = tiny_compressor(max_window_bytes=16)
     assert other.namespace != comp.namespace
-    assert sum(r.cache_hits for r in other.compress(docs, thresholds, cache=cache)) == 0
+    assert sum(r.cache_hits for r in other.compress(docs, thresholds, store=CachedSegments(cache, other.namespace))) == 0
 
 
 def test_verify_catches_tampering(comp, thresholds):
@@ -188,3 +188,21 @@ def test_auto_precision_follows_the_hardware(monkeypatch):
         assert decide(None, 2.0) is Precision.BF16  # flags unreadable: the probe decides
     finally:
         numerics.cpu_prefers_bf16.cache_clear()
+
+
+@pytest.mark.parametrize("max_window_bytes", [32, 7])
+def test_lane_engine_matches_the_single_lane_reference(thresholds, max_window_bytes):
+    """The batched, lane-driven engine codes every segment exactly as the one-screen
+    reference does (compressor_model/reference.py)."""
+    comp = tiny_compressor(max_window_bytes=max_window_bytes)
+    docs = [d[:1500] for d in code_docs(3)] + ["ünïcödé ✓ \x00\x01".encode()]
+    offs = comp.segment(docs, thresholds)
+    segs = [d[a:b] for d, off in zip(docs, offs) for a, b in zip(off[:-1], off[1:])]
+    data = np.frombuffer(b"".join(segs), np.uint8)
+    seg_off = np.concatenate([[0], np.cumsum([len(s) for s in segs])]).astype(np.int64)
+    win = comp.encode_segments(data, seg_off)
+    assert len(segs) > 20
+    for k, seg in enumerate(segs):
+        a, b = win.win_off[k], win.win_off[k + 1]
+        codes, counts = reference_windows(comp.model, seg, comp.cfg, comp.precision)
+        assert (win.codes[a:b].tolist(), win.counts[a:b].tolist()) == (codes, counts), k

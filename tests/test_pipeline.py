@@ -49,7 +49,7 @@ def test_run_writes_reconciled_verified_parquet(done_run):
     assert summary.shards_done == 3 and summary.shards_failed == 0
     assert summary.docs_in == summary.docs_out + summary.rejects and summary.docs_out > 0
     # The model actor reports its time, so operators can see whether it (the GPU) waits.
-    assert summary.model_actors == 1 and 0 < summary.model_forward_s <= summary.model_seg_s + summary.model_code_s
+    assert summary.model_actors == 1 and 0 < summary.model_time <= summary.seg_time + summary.code_time
     assert 0 < summary.model_busy_fraction <= 1.0 and "busy" in summary.text()
     assert summary.segments >= summary.unique_segments >= summary.cache_hits >= 0
     assert 0 < summary.reused_fraction < 1  # stdlib code repeats segments (blank lines, indents)
@@ -154,7 +154,7 @@ def test_incompatible_output_is_refused(done_run, ckpt, tmp_path):
 @pytest.mark.parametrize("compressor", ["gzip", "tokenizer"])
 def test_other_proxy_compressors_share_pipeline_and_schema(cluster, ckpt, tmp_path, compressor):
     from pipeline.compressors import train_tokenizer
-    from pipeline.sample import stdlib_files, take_bytes
+    from compressor_model.stdlib import stdlib_files, take_bytes
 
     make_input(tmp_path / "in", n_shards=2)
     tok = tmp_path / "tokenizer.json"
@@ -194,7 +194,7 @@ def test_group_hit_rate_counts_distinct_segments(ckpt, tmp_path):
     from cache.local import LocalSegmentCache
     from pipeline.model_service import ModelService
     from pipeline.service import NeuralBackend
-    from pipeline.shard import process_group
+    from pipeline.shard import process_shards
 
     paths = make_input(tmp_path / "in", n_shards=2)
     cfg = job_config(str(tmp_path / "in"), str(tmp_path / "out"), ckpt, "segment.kind=newline")
@@ -202,7 +202,7 @@ def test_group_hit_rate_counts_distinct_segments(ckpt, tmp_path):
     tasks = [ShardTask(i, str(p), f"g{i}", p.stat().st_size) for i, p in enumerate(paths)]
     cache = LocalSegmentCache()
     meta = {"namespace": backend.namespace}
-    runs = [[r for _, r in process_group(tasks, cfg, backend, cache, None, meta)] for _ in range(2)]
+    runs = [[r for _, r in process_shards(tasks, cfg, backend, cache, None, meta)] for _ in range(2)]
     first, second = ([sum(getattr(r, k) for r in rs) for k in ("cache_hits", "unique_segments", "segments")] for rs in runs)
     assert first[2] > first[1], "the sample should repeat segments (e.g. blank lines)"
     assert first[0] < first[1] and second[0] == second[1] == first[1]

@@ -9,7 +9,7 @@ import pyarrow.parquet as pq
 import pytest
 import zstandard
 
-from pipeline.readers import Document, ReaderConfig, Reject, ShardError, list_shards, read_shard
+from compressor_model.corpus import Document, ReaderConfig, Reject, ShardError, list_shards, read_shard
 from pipeline.redact import redact
 
 ROWS = [{"id": "a", "content": "print(1)\n"}, {"text": "x = 'ü'\n"}, {"id": 7, "content": "y\n" * 3}]

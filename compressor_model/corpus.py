@@ -4,6 +4,10 @@ Formats: JSON lines (`.jsonl`, `.json`, `.ndjson`), zstd-compressed JSON lines
 (`.jsonl.zst`, `.zst`) and Parquet (`.parquet`). A row that cannot become a document is
 yielded as a `Reject` naming the shard, the row and the reason; a shard that cannot be
 read at all raises `ShardError` with the same details. Nothing is skipped silently.
+
+The model's training CLI and the pipeline both read the corpus through this module,
+which is why it sits below both. Messages are not scrubbed of secrets here: whoever
+reports them (the pipeline's failure records, rejects files, CLI) does that.
 """
 
 from __future__ import annotations
@@ -239,10 +243,9 @@ def _parquet(url, f, parse):
 
 
 def _describe(e: BaseException) -> str:
-    """An error's type and message, with anything that looks like a secret removed."""
-    from .redact import redact
-
-    return redact(f"{type(e).__name__}: {e}")
+    """An error's type and message. Not scrubbed here: whoever reports it (the pipeline's
+    failure records, rejects files and CLI) removes secrets on the way out."""
+    return f"{type(e).__name__}: {e}"
 
 
 def list_shards(url: str, storage_options: dict | None = None, sizes: bool = False):

@@ -1,0 +1,117 @@
+"""The service's layering: coder <- compressor_model <- pipeline, cache alone, the
+trainer package apart, and no import cycle among modules (imports inside functions
+count too: hiding one there does not remove the dependency)."""
+
+from __future__ import annotations
+
+import ast
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+PACKAGES = ("coder", "compressor_model", "pipeline", "cache")
+MAY_IMPORT = {
+    "coder": set(),
+    "cache": set(),
+    "compressor_model": {"coder"},
+    "pipeline": {"coder", "compressor_model", "cache"},
+}
+
+
+def module_files():
+    for pkg in PACKAGES:
+        for path in sorted((ROOT / pkg).rglob("*.py")):
+            rel = path.relative_to(ROOT).with_suffix("")
+            parts = rel.parts[:-1] if rel.name == "__init__" else rel.parts
+            yield ".".join(parts), path
+
+
+def imports_of(name: str, path: Path) -> set[str]:
+    """Project modules that `name` imports anywhere in its source."""
+    package = name if path.name == "__init__.py" else name.rsplit(".", 1)[0]
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            found |= {a.name for a in node.names}
+        elif isinstance(node, ast.ImportFrom):
+            if node.level:
+                base = package.split(".")[: len(package.split(".")) - node.level + 1]
+                mod = ".".join(base + ([node.module] if node.module else []))
+            else:
+                mod = node.module
+            found.add(mod)
+            found |= {f"{mod}.{a.name}" for a in node.names}
+    return {m for m in found if m.split(".")[0] in PACKAGES + ("proxytrain",)}
+
+
+@pytest.fixture(scope="module")
+def graph():
+    mods = dict(module_files())
+    edges = {}
+    for name, path in mods.items():
+        targets = set()
+        for imp in imports_of(name, path):
+            while imp and imp not in mods:  # `from pkg.mod import func` -> pkg.mod
+                imp = imp.rpartition(".")[0]
+            if imp and imp != name and imp.split(".")[0] in PACKAGES:
+                targets.add(imp)
+        edges[name] = targets
+    return edges
+
+
+def test_packages_depend_one_way(graph):
+    wrong = []
+    for mod, targets in graph.items():
+        pkg = mod.split(".")[0]
+        for t in targets:
+            if t.split(".")[0] != pkg and t.split(".")[0] not in MAY_IMPORT[pkg]:
+                wrong.append(f"{mod} -> {t}")
+    assert not wrong, wrong
+
+
+def test_no_import_cycle_among_modules(graph):
+    state, cycle = {}, []
+
+    def visit(m, stack):
+        state[m] = "open"
+        for t in sorted(graph[m]):
+            if t.endswith("__init__") or t in PACKAGES:
+                continue  # package __init__ files re-export; they are leaves here
+            if state.get(t) == "open":
+                cycle.append(" -> ".join(stack[stack.index(t):] + [t]))
+            elif t not in state:
+                visit(t, stack + [t])
+        state[m] = "done"
+
+    for m in sorted(graph):
+        if m not in state:
+            visit(m, [m])
+    assert not cycle, cycle
+
+
+def test_service_packages_do_not_import_the_trainer_nor_the_trainer_them():
+    for name, path in module_files():
+        assert not any(m.startswith("proxytrain") for m in imports_of(name, path)), name
+    for path in sorted((ROOT / "trainer" / "proxytrain").rglob("*.py")):
+        tree = ast.parse(path.read_text())
+        names = {a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}
+        names |= {n.module for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) and not n.level}
+        assert not {m.split(".")[0] for m in names if m} & {*PACKAGES, "ray", "numba"}, path
+
+
+@pytest.mark.parametrize("modules, absent", [
+    ("coder, coder.lanes, coder.reference", ["compressor_model", "pipeline", "cache", "ray"]),
+    ("cache.entry, cache.local, cache.sharded, cache.config", ["coder", "compressor_model", "pipeline", "ray", "torch"]),
+    ("compressor_model.engine, compressor_model.train, compressor_model.bench, compressor_model.corpus",
+     ["pipeline", "cache", "ray"]),
+    ("compressor_model.records, compressor_model.corpus", ["torch", "pipeline", "cache"]),
+    ("pipeline.tasks, pipeline.service", ["torch"]),  # shard workers stay light
+])
+def test_what_an_import_pulls_in(modules, absent):
+    code = (f"import sys, {modules}\n"
+            f"print(sorted({{m.split('.')[0] for m in sys.modules}} & set({absent!r})))")
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]", (modules, out.stdout, out.stderr[-2000:])
