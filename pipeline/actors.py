@@ -9,6 +9,7 @@ import time
 
 import ray
 import ray._private.ray_constants as ray_constants
+from tqdm import tqdm
 
 from cache.sharded import CacheShard
 from coder import FORMAT_VERSION
@@ -111,8 +112,6 @@ class ActorContext:
         """Yields one ShardResult per shard, keeping shard_workers tasks (a shard, or a
         group of small ones) in flight and retrying a task whose worker, actor or
         storage failed (up to max_retries)."""
-        from tqdm import tqdm
-
         cfg = self.cfg
         show = cfg.run.progress
         bars = [
