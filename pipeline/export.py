@@ -39,6 +39,7 @@ from coder import CoderConfig, Packed, unpack
 
 from .config import JobConfig
 from .job import plan_tasks
+from .markers import MarkerIndex
 from .output import read_metadata
 
 
@@ -107,10 +108,10 @@ def export_lingua(cfg: JobConfig, spec: LinguaExport, log=print) -> dict:
     os.makedirs(work)
     parts = [open(os.path.join(work, f"part.{c:02d}"), "w", encoding="utf-8") for c in range(spec.chunks)]
     settings, shards, docs = None, 0, 0
+    done = MarkerIndex(cfg.output, so).done
     try:
         for t in plan_tasks(cfg):
-            fs, marker = fsspec.core.url_to_fs(t.out(cfg, "_done"), **so)
-            if not fs.exists(marker):
+            if t.name not in done:
                 continue
             with fsspec.open(t.out(cfg, "shards"), "rb", **so) as f:
                 pf = pq.ParquetFile(f)

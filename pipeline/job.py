@@ -26,6 +26,7 @@ from compressor_model.corpus import SHARD_SUFFIXES, Document, ShardError, list_s
 from .actors import start_actors
 from .config import JobConfig, dump_config
 from .errors import JobError
+from .markers import MarkerIndex
 from .output import exists, join, read_json, write_bytes_atomic, write_json_atomic
 from .redact import redact
 from .shard import ShardResult, ShardTask
@@ -158,15 +159,10 @@ class Summary(Counts):
         return "\n".join(lines)
 
 
-def _check_output(cfg: JobConfig, namespace: str, tasks: list[ShardTask], force: bool) -> None:
+def _check_output(index: MarkerIndex, cfg: JobConfig, namespace: str, tasks: list[ShardTask], force: bool) -> None:
     """Refuse to mix outputs of different compressors in one output directory."""
-    stale = []
-    for t in tasks:
-        marker = t.out(cfg, "_done")
-        if exists(marker, cfg.storage_options):
-            ns = read_json(marker, cfg.storage_options).get("namespace")
-            if ns != namespace:
-                stale.append(t.name)
+    markers = index.markers("_done", [t.name for t in tasks])
+    stale = [name for name, m in markers.items() if m.get("namespace") != namespace]
     if stale and not force:
         raise JobError(
             f"{len(stale)} shard(s) in {redact(cfg.output)} were made by a different compressor or settings "
@@ -187,14 +183,15 @@ def run_job(cfg: JobConfig, shards: list[str] | None = None, force: bool = False
     try:
         clear_tmp(cfg)
         meta = ctx.meta
-        _check_output(cfg, meta["namespace"], selected, force or bool(shards))
+        index = MarkerIndex(cfg.output, cfg.storage_options)
+        _check_output(index, cfg, meta["namespace"], selected, force or bool(shards))
         write_bytes_atomic(join(cfg.output, "config.yaml"), dump_config(cfg).encode(), cfg.storage_options)
         thresholds = load_or_calibrate(cfg, ctx, tasks, log)
         meta = {**meta, "thresholds": asdict(thresholds) if thresholds else None}
 
         todo = []
         for t in selected:
-            if not (force or shards) and exists(t.out(cfg, "_done"), cfg.storage_options):
+            if not (force or shards) and t.name in index.done:
                 summary.shards_skipped += 1
             else:
                 todo.append(t)
@@ -202,7 +199,7 @@ def run_job(cfg: JobConfig, shards: list[str] | None = None, force: bool = False
         groups = group_small(todo, cfg.run.small_shard_bytes, cfg.run.group_bytes, cfg.run.shard_workers)
         for res in ctx.run_shards(groups, thresholds, meta):
             summary.add_shard(res)
-        write_manifest(cfg, tasks)
+        write_manifest(cfg, tasks, index, {t.name for t in todo})
         summary.wall_s = time.perf_counter() - t0
         summary.add(ctx.model_counts())
         summary.model_actors = len(ctx.models)
@@ -248,31 +245,37 @@ def calibrate_job(cfg: JobConfig, log=print):
 def shard_status(cfg: JobConfig) -> dict:
     """Done / failed / pending per input shard, from the markers (the source of truth)."""
     tasks = plan_tasks(cfg)
-    out = {"done": [], "failed": {}, "pending": []}
-    totals = {"rows": 0, "rejects": 0, "bytes_in": 0, "symbols_out": 0}
-    for t in tasks:
-        if exists(t.out(cfg, "_done"), cfg.storage_options):
-            m = read_json(t.out(cfg, "_done"), cfg.storage_options)
-            out["done"].append(t.name)
-            for k in totals:
-                totals[k] += m.get(k, 0)
-        elif exists(t.out(cfg, "_failed"), cfg.storage_options):
-            out["failed"][t.name] = read_json(t.out(cfg, "_failed"), cfg.storage_options).get("reason", "")
-        else:
-            out["pending"].append(t.name)
+    index = MarkerIndex(cfg.output, cfg.storage_options)
+    names = [t.name for t in tasks]
+    done = index.markers("_done", [n for n in names if n in index.done])
+    failed = index.markers("_failed", [n for n in names if n in index.failed])
+    totals = {k: sum(m.get(k, 0) for m in done.values()) for k in ("rows", "rejects", "bytes_in", "symbols_out")}
+    out = {"done": [n for n in names if n in done],
+           "failed": {n: failed[n].get("reason", "") for n in names if n in failed},
+           "pending": [n for n in names if n not in done and n not in failed]}
     out["counts"] = {"total": len(tasks), "done": len(out["done"]), "failed": len(out["failed"]), "pending": len(out["pending"])}
     out["totals"] = totals
     return out
 
 
-def write_manifest(cfg: JobConfig, tasks: list[ShardTask]) -> dict:
+def write_manifest(cfg: JobConfig, tasks: list[ShardTask], seen: MarkerIndex | None = None,
+                   ran: set[str] = frozenset()) -> dict:
+    """manifest.json: every input shard's state. The listing is taken afresh (this run
+    added markers); markers read earlier in the run (`seen`) are not fetched again,
+    except those of the shards that ran since."""
+    index = MarkerIndex(cfg.output, cfg.storage_options)
+    if seen is not None:
+        index.keep(seen, ran)
+    names = [t.name for t in tasks]
+    done = index.markers("_done", [n for n in names if n in index.done])
+    failed = index.markers("_failed", [n for n in names if n in index.failed])
     shards = {}
     for t in tasks:
-        if exists(t.out(cfg, "_done"), cfg.storage_options):
-            m = read_json(t.out(cfg, "_done"), cfg.storage_options)
+        if t.name in done:
+            m = done[t.name]
             shards[t.name] = {"status": "done", **{k: m[k] for k in ("input", "rows", "rejects", "docs_in", "bytes_in", "symbols_out", "parquet")}}
-        elif exists(t.out(cfg, "_failed"), cfg.storage_options):
-            shards[t.name] = {"status": "failed", **read_json(t.out(cfg, "_failed"), cfg.storage_options)}
+        elif t.name in failed:
+            shards[t.name] = {"status": "failed", **failed[t.name]}
         else:
             shards[t.name] = {"status": "pending", "input": redact(t.input_url)}
     manifest = {"schema_version": 1, "input": redact(cfg.input), "shards": shards}

@@ -7,7 +7,6 @@ here imports torch: shard workers stay light, and only model actors
 from __future__ import annotations
 
 import hashlib
-import os
 
 import pyarrow as pa
 import ray

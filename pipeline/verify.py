@@ -18,8 +18,9 @@ from compressor_model.numerics import Precision
 from .compressors import REGISTRY
 from .config import Compressor, JobConfig
 from .job import plan_tasks
+from .markers import MarkerIndex
 from .model_service import ModelService
-from .output import read_json, read_metadata
+from .output import read_metadata
 from .redact import redact
 
 
@@ -33,12 +34,13 @@ def _sha256(url: str, so: dict) -> str:
 
 def verify_output(cfg: JobConfig, sample: int, seed: int = 0, service=None, log=print) -> dict:
     so = cfg.storage_options
-    tasks = [t for t in plan_tasks(cfg) if fsspec.core.url_to_fs(t.out(cfg, "_done"), **so)[0].exists(
-        fsspec.core.url_to_fs(t.out(cfg, "_done"), **so)[1])]
+    index = MarkerIndex(cfg.output, so)
+    tasks = [t for t in plan_tasks(cfg) if t.name in index.done]
+    markers = index.markers("_done", [t.name for t in tasks])
     report = {"shards": len(tasks), "checksum_failures": [], "checked_docs": 0, "ok_docs": 0, "failed_docs": []}
     rows = []  # (task, row index in the parquet)
     for t in tasks:
-        marker = read_json(t.out(cfg, "_done"), so)
+        marker = markers[t.name]
         if _sha256(t.out(cfg, "shards"), so) != marker["parquet"]["sha256"]:
             report["checksum_failures"].append(t.name)
         rows += [(t, i) for i in range(marker["rows"])]

@@ -1,0 +1,71 @@
+"""Shard states from listings: a status pass costs a few listings and one batched read,
+not one or two requests per shard."""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+
+from fsspec.implementations.local import LocalFileSystem
+
+from pipeline.job import plan_tasks, shard_status, write_manifest
+from pipeline.markers import MarkerIndex
+from tests.pipeline_fixtures import job_config
+
+
+def make_output(root, n=60, done=50, failed=(48, 49, 55, 56)):
+    (root / "in").mkdir(parents=True)
+    for i in range(n):
+        (root / "in" / f"part-{i:05d}.jsonl").write_text('{"content": "x = 1\\n"}\n')
+    for kind in ("_done", "_failed"):
+        (root / "out" / kind).mkdir(parents=True)
+    for i in range(done):
+        marker = {"name": f"part-{i:05d}", "input": "x", "rows": 1, "rejects": 0, "docs_in": 1, "bytes_in": 6,
+                  "symbols_out": 2, "parquet": {}, "namespace": "ns"}
+        (root / "out" / "_done" / f"part-{i:05d}.json").write_text(json.dumps(marker))
+    for i in failed:  # 48 and 49 failed once, then succeeded
+        (root / "out" / "_failed" / f"part-{i:05d}.json").write_text(json.dumps({"reason": f"bad {i}"}))
+    (root / "out" / "_done" / ".tmp-1234-part-00059.json").write_text("{")  # a write in progress
+    return job_config(str(root / "in"), str(root / "out"), "unused.pt")
+
+
+def test_index_lists_once_and_reads_markers_in_one_batch(tmp_path, monkeypatch):
+    cfg = make_output(tmp_path)
+    index = MarkerIndex(cfg.output, {})
+    assert len(index.done) == 50 and index.failed == {"part-00055", "part-00056"}
+    calls = Counter()
+    cat = LocalFileSystem.cat
+
+    def counting_cat(self, paths, *a, **kw):
+        calls["cat"] += 1
+        calls["files"] += len(paths)
+        return cat(self, paths, *a, **kw)
+
+    monkeypatch.setattr(LocalFileSystem, "cat", counting_cat)
+    got = index.markers("_done", [f"part-{i:05d}" for i in range(60)])
+    assert len(got) == 50 and calls == {"cat": 1, "files": 50}
+    index.markers("_done", ["part-00001", "part-00002"])
+    assert calls["cat"] == 1  # kept
+
+
+def test_status_and_manifest_do_not_probe_each_shard(tmp_path, monkeypatch):
+    cfg = make_output(tmp_path)
+    plan_tasks(cfg)  # warm
+    probes = Counter()
+    # On a local disk, listing and reading are per-file calls anyway; what must not
+    # happen is a probe per shard (on an object store, a request each).
+    for name in ("exists", "isfile", "cat"):
+        original = getattr(LocalFileSystem, name)
+
+        def counted(self, *a, _name=name, _original=original, **kw):
+            probes[_name] += 1
+            return _original(self, *a, **kw)
+
+        monkeypatch.setattr(LocalFileSystem, name, counted)
+    st = shard_status(cfg)
+    assert st["counts"] == {"total": 60, "done": 50, "failed": 2, "pending": 8}
+    assert st["failed"] == {"part-00055": "bad 55", "part-00056": "bad 56"}
+    assert st["totals"]["rows"] == 50
+    assert probes["exists"] + probes["isfile"] < 5 and probes["cat"] == 2, probes  # done and failed: one batch each
+    manifest = write_manifest(cfg, plan_tasks(cfg))
+    assert Counter(s["status"] for s in manifest["shards"].values()) == {"done": 50, "failed": 2, "pending": 8}
