@@ -13,6 +13,7 @@ import resource
 import time
 from dataclasses import asdict, dataclass, field
 
+import fsspec
 import numpy as np
 
 from compressor_model.corpus import Document, Reject, ShardError, read_shard
@@ -258,7 +259,7 @@ class ShardJob:
 
 
 def process_shards(tasks: list[ShardTask], cfg: JobConfig, backend: Backend, cache, thresholds, meta: dict,
-                   progress=None) -> list[tuple[ShardTask, ShardResult | BaseException]]:
+                   progress=None, committed=None) -> list[tuple[ShardTask, ShardResult | BaseException]]:
     """Read, compress and commit shards, streaming: one shard, or several small ones whose
     documents share model calls so that a tiny shard does not pay for a whole batch of
     fixed-shape model work. Each shard is read, written and committed on its own, and its
@@ -267,6 +268,8 @@ def process_shards(tasks: list[ShardTask], cfg: JobConfig, backend: Backend, cac
     Returns each shard's result, or the input error (ShardError) or MemoryBoundExceeded
     that failed it; output appears only for shards where everything worked. Anything
     else raises, with every unfinished shard's output discarded, for the caller to retry.
+    `committed(task, result)` is called as soon as a shard's output is in place (the
+    caller writes its marker then, not after the whole group).
     """
     compress = Compress(cfg, backend, cache, thresholds)
     jobs: list[ShardJob] = []
@@ -300,6 +303,8 @@ def process_shards(tasks: list[ShardTask], cfg: JobConfig, backend: Backend, cac
             if id(j) not in waiting:
                 read_all.remove(j)
                 out[j.task.index] = j.error if j.error is not None else j.finish()
+                if committed is not None and j.error is None:
+                    committed(j.task, out[j.task.index])
 
     try:
         for t in tasks:
@@ -329,7 +334,15 @@ def process_shards(tasks: list[ShardTask], cfg: JobConfig, backend: Backend, cac
 
 
 def commit_marker(task: ShardTask, cfg: JobConfig, res: ShardResult, meta: dict) -> None:
-    """Stats, then the completion marker (last: it is what makes the shard done)."""
+    """Stats, then the completion marker (last: it is what makes the shard done). The
+    Parquet is looked up first: a store that lost it since the upload (restarted empty,
+    a bucket emptied by hand) must not get a marker for it; the error makes the task
+    retry, which writes both again."""
+    fs, path = fsspec.core.url_to_fs(task.out(cfg, "shards"), **cfg.storage_options)
+    fs.invalidate_cache(path)
+    size = fs.info(path).get("size")  # FileNotFoundError when it is gone
+    if size != res.parquet.get("bytes"):
+        raise OSError(f"{redact(task.out(cfg, 'shards'))}: {size} bytes in the store, {res.parquet.get('bytes')} were written")
     write_json_atomic(task.out(cfg, "_stats"), asdict(res), cfg.storage_options)
     marker = {
         "name": task.name, "input": redact(task.input_url), "rows": res.docs_out, "rejects": res.rejects,

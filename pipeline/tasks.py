@@ -60,18 +60,14 @@ def shard_task(group: list[ShardTask], cfg: JobConfig, service, caches, threshol
     for t in group:
         if progress is not None:
             progress.started.remote(t.name, os.getpid())
+    def committed(t: ShardTask, r: ShardResult) -> None:
+        commit_marker(t, cfg, r, meta)
+        remove(t.out(cfg, "_failed"), cfg.storage_options)
+
     try:
-        pairs = process_shards(group, cfg, backend, cache, thresholds, meta, report)
+        pairs = process_shards(group, cfg, backend, cache, thresholds, meta, report, committed)
     finally:
         for t in group:
             if progress is not None:
                 progress.finished.remote(t.name)
-    results = []
-    for t, r in pairs:
-        if isinstance(r, BaseException):
-            results.append(mark_failed(t, cfg, r))
-        else:
-            commit_marker(t, cfg, r, meta)
-            remove(t.out(cfg, "_failed"), cfg.storage_options)
-            results.append(r)
-    return results
+    return [mark_failed(t, cfg, r) if isinstance(r, BaseException) else r for t, r in pairs]

@@ -116,7 +116,7 @@ def test_killed_driver_then_resubmit(setup, tmp_path):
                 break
             time.sleep(0.05)
         assert proc.poll() is None, "driver finished before it could be killed"
-        stop(proc)  # SIGTERM/SIGKILL to the driver's process group: it and its Ray
+        stop(proc, grace=0.0)  # SIGKILL, as a preemption would, to the driver and its local Ray cluster
     finally:
         stop(proc)
     done_before = len(list((out / "_done").glob("*.json")))
