@@ -74,3 +74,19 @@ class ShardedCache:
                 self.invoke(self.shards[s].put_many, part)  # fire and forget
             except Exception:  # noqa: BLE001
                 pass
+
+    def _each(self, method: str, args: list) -> list:
+        calls = [self.invoke(getattr(shard, method), a) for shard, a in zip(self.shards, args)]
+        return [self.wait(c) for c in calls]
+
+    def hottest(self, max_bytes: int) -> list[tuple[bytes, bytes, int]]:
+        """The most used entries of every shard, max_bytes in all."""
+        parts = self._each("hottest", [max_bytes // len(self.shards)] * len(self.shards))
+        return [item for part in parts for item in part]
+
+    def load(self, items: list[tuple[bytes, bytes, int]]) -> int:
+        """Entries kept by an earlier run, each to its owner; waits until all are in."""
+        by_shard: list[list] = [[] for _ in self.shards]
+        for item in items:
+            by_shard[self._owner(item[0])].append(item)
+        return sum(self._each("load", by_shard))

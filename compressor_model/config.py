@@ -50,6 +50,17 @@ class Thresholds:
     sample_docs: int
     sample_bytes: int
     fingerprint: str  # of the model the entropies came from
+    sample_shards: tuple[str, ...] = ()  # the input shards the sample came from (a job's calibration)
+    sample_seconds: float = 0.0  # reading the sample and computing its entropies
+
+    def __post_init__(self):
+        object.__setattr__(self, "sample_shards", tuple(self.sample_shards))  # a list, from JSON
+
+    def provenance_free(self) -> dict:
+        """What the output's bytes depend on, for its metadata (not where or how fast)."""
+        d = asdict(self)
+        del d["sample_shards"], d["sample_seconds"]
+        return d
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), indent=1)

@@ -9,14 +9,18 @@ import time
 
 import ray
 import ray._private.ray_constants as ray_constants
+import ray._private.worker as ray_worker
 from tqdm import tqdm
 
-from cache.sharded import CacheShard
+from cache.sharded import CacheShard, ShardedCache
 from coder import FORMAT_VERSION
+from compressor_model.config import Thresholds
 from compressor_model.records import Counts
 
+from .calibration import SamplePlan, deal, sample_shard, thresholds, undeal
 from .config import Compressor, JobConfig, content_config, register_secrets
 from .errors import JobError
+from .metrics import JobMetrics
 from .model_service import ModelService
 from .redact import redact
 from .shard import ShardTask, mark_failed
@@ -49,6 +53,7 @@ class ActorContext:
         local = started_ray or cfg.run.address == "local"
         self.actor_cpus = actor_cpus(cfg, ray.cluster_resources().get("CPU", 0.0), local)
         self._check_resources()
+        self.metrics = JobMetrics(self.run_id, cfg.output) if cfg.run.metrics else None
         self.progress = ray.remote(Progress).options(num_cpus=0, name=self._name("progress")).remote()
         if cfg.model.compressor is not Compressor.NEURAL:  # CPU-only compressors run in the shard tasks
             info = make_backend(cfg).info
@@ -58,13 +63,15 @@ class ActorContext:
             # Actors read the checkpoint themselves (any fsspec URL every node can reach), so
             # a restarted actor needs nothing from the driver.
             self.models = [
-                Model.options(name=self._name(f"model-{i}"), num_cpus=self.actor_cpus,
-                              num_gpus=cfg.run.gpus_per_actor, max_restarts=-1, max_task_retries=0).remote(cfg, threads)
+                Model.options(name=self._name(f"model-{i}"), num_cpus=self.actor_cpus, num_gpus=cfg.run.gpus_per_actor,
+                              resources=cfg.run.model_resources, max_restarts=-1, max_task_retries=0)
+                .remote(cfg, threads, self._name(f"model-{i}") if cfg.run.metrics else "")
                 for i in range(cfg.run.model_actors)
             ]
             if cfg.cache.enabled:
                 Cache = ray.remote(CacheShard)
-                self.caches = [Cache.options(name=self._name(f"cache-{i}"), num_cpus=0, max_restarts=-1)
+                self.caches = [Cache.options(name=self._name(f"cache-{i}"), num_cpus=0, resources=cfg.run.shard_resources,
+                                             max_restarts=-1)
                                .remote(cfg.cache.max_bytes_per_shard) for i in range(cfg.cache.shards)]
             try:
                 infos = ray.get([m.info.remote() for m in self.models])
@@ -82,7 +89,8 @@ class ActorContext:
             "coder_format_version": FORMAT_VERSION,
             "config": _redacted(content_config(cfg)),
         }
-        self.task_fn = ray.remote(shard_task).options(num_cpus=cfg.run.shard_cpus, max_retries=0)
+        self.task_fn = ray.remote(shard_task).options(num_cpus=cfg.run.shard_cpus, resources=cfg.run.shard_resources,
+                                                      max_retries=0)
 
     def _name(self, what: str) -> str:
         return f"proxycomp-{self.run_id}-{what}"
@@ -94,19 +102,35 @@ class ActorContext:
         if self.cfg.model.compressor is not Compressor.NEURAL:
             return
         need = r.model_actors * self.actor_cpus + r.shard_cpus
-        have = ray.cluster_resources().get("CPU", 0.0)
-        gpus = ray.cluster_resources().get("GPU", 0.0)
-        if self.actor_cpus <= 0 or need > have or r.model_actors * r.gpus_per_actor > gpus:
+        res = ray.cluster_resources()
+        have, gpus = res.get("CPU", 0.0), res.get("GPU", 0.0)
+        missing = sorted({k for k, v in r.model_resources.items() if res.get(k, 0.0) < r.model_actors * v}
+                         | {k for k, v in r.shard_resources.items() if res.get(k, 0.0) < v})
+        if self.actor_cpus <= 0 or need > have or r.model_actors * r.gpus_per_actor > gpus or missing:
             msg = (f"this Ray cluster has {have:g} CPUs and {gpus:g} GPUs; {r.model_actors} model actor(s) x "
                    f"{self.actor_cpus:g} CPU / {r.gpus_per_actor:g} GPU plus one shard task ({r.shard_cpus:g} CPU) "
                    "do not fit: lower run.model_actors, run.cpus_per_actor or run.shard_cpus")
+            if missing:
+                msg = (f"no node of this Ray cluster offers enough of the custom resource(s) {missing} that "
+                       "run.model_resources / run.shard_resources ask for (declare them per node type, see deploy/)")
             if self.started_ray:  # a cluster of our own will not grow
                 self.shutdown()
                 raise JobError(msg)
             print(f"[proxycomp] warning: {msg} (waiting in case the cluster scales up)", file=sys.stderr)
 
-    def calibrate(self, docs):
-        return ray.get(self.models[0].calibrate.remote(docs))
+    def calibrate(self, tasks: list[ShardTask]) -> Thresholds:
+        """Thresholds from a sample spread over the input (pipeline.calibration): the
+        chosen shards are read by parallel tasks, every model actor computes the
+        entropies of a part of the sample."""
+        t0 = time.perf_counter()
+        cfg = self.cfg
+        plan = SamplePlan.of(tasks, cfg)
+        read = ray.remote(sample_shard).options(num_cpus=cfg.run.shard_cpus, resources=cfg.run.shard_resources,
+                                                max_retries=cfg.run.max_retries)
+        parts = ray.get([read.remote(t, cfg, plan.share_bytes, plan.doc_bytes, plan.scan_bytes) for t in plan.shards])
+        docs = deal([d for p in parts for d in p], len(self.models))
+        hs = undeal(ray.get([m.entropies.remote(d) for m, d in zip(self.models, docs)]))
+        return thresholds(plan, parts, hs, cfg.segment.percentile, self.meta["fingerprint"], t0)
 
     def run_shards(self, groups: list[list[ShardTask]], thresholds, meta):
         """Yields one ShardResult per shard, keeping shard_workers tasks (a shard, or a
@@ -120,6 +144,8 @@ class ActorContext:
             tqdm(desc="bytes", unit="B", unit_scale=True, disable=not show, file=sys.stderr, position=2),
         ]
         queue = [(g, 0) for g in groups]
+        if self.metrics:
+            self.metrics.start(sum(map(len, groups)))
         inflight: dict = {}
         n = 0
         last = (0, 0)
@@ -135,6 +161,8 @@ class ActorContext:
             bars[1].update(docs - last[0])
             bars[2].update(nbytes - last[1])
             last = (docs, nbytes)
+            if self.metrics:
+                self.metrics.progress(docs, nbytes)
             for ref in done:
                 group, attempt = inflight.pop(ref)
                 try:
@@ -146,9 +174,18 @@ class ActorContext:
                         continue
                     results = [mark_failed(t, cfg, _root_cause(e)) for t in group]
                 bars[0].update(len(results))
-                yield from results
+                for r in results:
+                    if self.metrics:
+                        self.metrics.shard(r)
+                    yield r
         for b in bars:
             b.close()
+
+    def cache_client(self) -> ShardedCache | None:
+        """The driver's handle on the segment cache (loading and keeping entries)."""
+        if not self.caches:
+            return None
+        return ShardedCache(self.caches, self.cfg.cache, invoke=lambda m, a: m.remote(a), wait=ray.get)
 
     def model_counts(self) -> Counts:
         """What the model actors counted: positions and seconds in segmentation, coding
@@ -190,8 +227,10 @@ def _redacted(d):
     return redact(d) if isinstance(d, str) else d
 
 
-def init_local_ray(**kwargs) -> None:
-    """Start a single-machine Ray cluster whose servers all listen on 127.0.0.1.
+def init_local_ray(dashboard_port: int | None = None, **kwargs):
+    """Start a single-machine Ray cluster whose servers all listen on 127.0.0.1: with a
+    dashboard on dashboard_port (Ray takes the next free port if that one is taken), or
+    with none (dashboard_port None); the metrics agent runs either way.
 
     On Linux Ray gives its servers the machine's external address even when asked for
     127.0.0.1, unless it runs in its single-machine mode; that mode is switched on for
@@ -199,7 +238,23 @@ def init_local_ray(**kwargs) -> None:
 
     os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"
     ray_constants.ENABLE_RAY_CLUSTER = False
-    ray.init(address="local", include_dashboard=False, **kwargs)
+    if dashboard_port is None:
+        return ray.init(address="local", include_dashboard=False, **kwargs)
+    return ray.init(address="local", include_dashboard=True, dashboard_host="127.0.0.1", dashboard_port=dashboard_port,
+                    **kwargs)
+
+
+def endpoints() -> dict:
+    """Where this cluster shows its metrics: the dashboard (if one runs) and this node's
+    Prometheus endpoint."""
+    node = next((n for n in ray.nodes() if n.get("Alive") and n.get("NodeID") == ray.get_runtime_context().get_node_id()), {})
+    out = {}
+    url = ray_worker.get_dashboard_url()
+    if url:
+        out["dashboard"] = url if "://" in url else f"http://{url}"
+    if node.get("MetricsExportPort"):
+        out["metrics"] = f"http://{node.get('NodeManagerAddress', '127.0.0.1')}:{node['MetricsExportPort']}/metrics"
+    return out
 
 
 def start_actors(cfg: JobConfig) -> ActorContext:
@@ -208,8 +263,12 @@ def start_actors(cfg: JobConfig) -> ActorContext:
     if not ray.is_initialized():
         address = cfg.run.address or os.environ.get("RAY_ADDRESS") or "local"
         if address == "local":
-            init_local_ray(logging_level="WARNING", log_to_driver=True)
+            init_local_ray(cfg.run.dashboard_port if cfg.run.metrics else None, logging_level="WARNING", log_to_driver=True)
         else:
             ray.init(address=address, logging_level="WARNING", log_to_driver=True)
         started = True
+    if cfg.run.metrics:
+        where = endpoints()
+        print("[proxycomp] metrics: " + ", ".join(f"{k} {v}" for k, v in where.items()) if where else
+              "[proxycomp] metrics: recorded, but this cluster exports none (no metrics agent)", file=sys.stderr)
     return ActorContext(cfg, started)

@@ -72,18 +72,9 @@ def _asdict_shallow(cfg) -> dict:
 
 
 def _output_config(output: str, so: dict) -> JobConfig:
-    """The config a run wrote next to its outputs (storage options from the CLI)."""
-    import fsspec
+    from .plan import output_config
 
-    url = output.rstrip("/") + "/config.yaml"
-    try:
-        with fsspec.open(url, "r", **so) as f:
-            data = yaml.safe_load(f)
-    except FileNotFoundError:
-        raise SystemExit(f"{redact(url)} not found: is {redact(output)} the output of a proxycomp run?") from None
-    data["storage_options"] = so
-    data["output"] = output
-    return register_secrets(from_dict(JobConfig, data))
+    return output_config(output, so)
 
 
 def cmd_run(a) -> int:
@@ -104,7 +95,7 @@ def cmd_calibrate(a) -> int:
 
 
 def cmd_status(a) -> int:
-    from .job import shard_status
+    from .plan import shard_status
 
     cfg = _output_config(a.output, _storage_options(a.storage_option))
     st = shard_status(cfg)
@@ -170,13 +161,15 @@ def cmd_export(a) -> int:
 
 def cmd_train_tokenizer(a) -> int:
     from .compressors import train_tokenizer
-    from .job import plan_tasks, sample_docs
+    from .calibration import sample_in_process
+    from .plan import plan_tasks
 
-    cfg = load_config(None, [f"input={json.dumps(a.input)}", "output=\"unused\""])
+    cfg = load_config(None, [f"input={json.dumps(a.input)}", "output=\"unused\"", f"run.calibration_bytes={a.max_bytes}",
+                             f"run.calibration_doc_bytes={a.max_bytes}"])
     so = _storage_options(a.storage_option)
     if so:
         cfg = from_dict(JobConfig, {**_asdict_shallow(cfg), "storage_options": so})
-    texts = [d.decode("utf-8", errors="replace") for d in sample_docs(plan_tasks(cfg), cfg, a.max_bytes)]
+    texts = [d.decode("utf-8", errors="replace") for d in sample_in_process(plan_tasks(cfg), cfg)[1]]
     tok = train_tokenizer(texts, a.vocab_size)
     import fsspec
 

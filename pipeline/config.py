@@ -53,14 +53,24 @@ class RunConfig:
     torch_threads: int = 0  # 0: every CPU the actor reserved (rounded up)
     shard_workers: int = 2  # shard tasks in flight (readers/packers/writers)
     shard_cpus: float = 0.25  # Ray CPUs reserved per shard task (they mostly wait on the model)
+    # Placement on a mixed cluster: custom resources (declared per node type, see deploy/)
+    # that model actors, and shard tasks and cache actors, ask for; e.g. {gpu_node: 1} and
+    # {cpu_node: 0.01} keep shard work off the GPU nodes' CPUs. Empty: anywhere it fits.
+    model_resources: dict = field(default_factory=dict)
+    shard_resources: dict = field(default_factory=dict)
     batch_bytes: int = 512 << 10  # document bytes per model call
     doc_slice_bytes: int = 4 << 20  # longer documents are compressed a slice at a time
     small_shard_bytes: int = 256 << 10  # shards smaller than this (on storage) share tasks and model calls
     group_bytes: int = 1 << 20  # ... up to this many bytes (on storage) per task
     worker_memory_bytes: int = 4 << 30  # a shard worker above this RSS fails its shard with a clear reason
     max_retries: int = 2  # per shard, on worker, actor or storage failure
-    calibration_bytes: int = 1 << 20  # sample size for the segmentation thresholds
+    calibration_bytes: int = 1 << 20  # sample size for the segmentation thresholds (pipeline.calibration)
+    calibration_shards: int = 64  # ... from up to this many shards, chosen by hash, an equal share each
+    calibration_doc_bytes: int = 16 << 10  # ... each document cut to this
+    calibration_scan_bytes: int = 64 << 20  # ... reading at most this much of a shard
     progress: bool = True
+    metrics: bool = True  # Ray metrics (pipeline.metrics); a local cluster then serves its dashboard on loopback
+    dashboard_port: int = 8265  # the local cluster's dashboard (127.0.0.1 only)
 
 
 @dataclass(frozen=True)

@@ -38,7 +38,7 @@ import pyarrow.parquet as pq
 from coder import CoderConfig, Packed, unpack
 
 from .config import JobConfig
-from .job import plan_tasks
+from .plan import plan_tasks
 from .markers import MarkerIndex
 from .output import read_metadata
 

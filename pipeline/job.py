@@ -13,99 +13,24 @@ coder runs, backpressure, retries, commits).
 
 from __future__ import annotations
 
-import fnmatch
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 
 import fsspec
 
 from compressor_model.config import SegmenterKind, Thresholds
 from compressor_model.records import Counts
-from compressor_model.corpus import SHARD_SUFFIXES, Document, ShardError, list_shards, read_shard
 
 from .actors import start_actors
 from .config import JobConfig, dump_config
 from .errors import JobError
 from .markers import MarkerIndex
 from .output import exists, join, read_json, write_bytes_atomic, write_json_atomic
+from .plan import check_output, group_small, plan_tasks, select, write_manifest
 from .redact import redact
-from .shard import ShardResult, ShardTask
-
-
-def shard_name(input_root: str, url: str) -> str:
-    """Deterministic output name from the input shard's path under the input root."""
-    root = input_root.rstrip("/")
-    rel = url[len(root) :].lstrip("/") if url.startswith(root) and url != root else url.rsplit("/", 1)[-1]
-    for suf in sorted(SHARD_SUFFIXES, key=len, reverse=True):
-        if rel.lower().endswith(suf):
-            rel = rel[: -len(suf)]
-            break
-    return rel.replace("/", "__")
-
-
-def plan_tasks(cfg: JobConfig) -> list[ShardTask]:
-    try:
-        urls = list_shards(cfg.input, cfg.storage_options, sizes=True)
-    except Exception as e:  # noqa: BLE001 - any storage backend error; report it scrubbed
-        raise JobError(f"cannot list input {redact(cfg.input)}: {redact(type(e).__name__ + ': ' + str(e))}") from None
-    if not urls:
-        raise JobError(f"no input shards (.jsonl, .jsonl.zst, .parquet) under {redact(cfg.input)}")
-    tasks = [ShardTask(i, u, shard_name(cfg.input, u), n) for i, (u, n) in enumerate(urls)]
-    names = [t.name for t in tasks]
-    if len(set(names)) != len(names):
-        raise JobError("two input shards map to the same output name; rename one")
-    return tasks
-
-
-def group_small(tasks: list[ShardTask], small_bytes: int, group_bytes: int, parallel: int = 1) -> list[list[ShardTask]]:
-    """Shards under small_bytes (on storage) travel together in listing order, up to
-    group_bytes per group; every other shard is a group of its own. Groups are made
-    small enough that there are at least `parallel` of them when the small shards
-    allow it, so grouping never leaves shard workers idle."""
-    small = sum(t.size for t in tasks if t.size < small_bytes)
-    group_bytes = min(group_bytes, max(1, -(-small // max(1, parallel))))
-    groups: list[list[ShardTask]] = []
-    current: list[ShardTask] = []
-    size = 0
-    for t in tasks:
-        if t.size >= small_bytes:
-            groups.append([t])
-            continue
-        if current and size + t.size > group_bytes:
-            groups.append(current)
-            current, size = [], 0
-        current.append(t)
-        size += t.size
-    if current:
-        groups.append(current)
-    return groups
-
-
-def select(tasks: list[ShardTask], patterns: list[str]) -> list[ShardTask]:
-    """Tasks whose output name or input file name matches one of the patterns (globs)."""
-    out = [t for t in tasks if any(fnmatch.fnmatch(t.name, p) or fnmatch.fnmatch(t.input_url.rsplit("/", 1)[-1], p)
-                                   for p in patterns)]
-    unknown = [p for p in patterns if not any(fnmatch.fnmatch(t.name, p) or fnmatch.fnmatch(t.input_url.rsplit("/", 1)[-1], p)
-                                              for t in tasks)]
-    if unknown:
-        raise JobError(f"--shards: no shard matches {unknown}; known: {[t.name for t in tasks][:20]}")
-    return out
-
-
-def sample_docs(tasks: list[ShardTask], cfg: JobConfig, max_bytes: int) -> list[bytes]:
-    """A deterministic calibration sample: documents in shard and row order."""
-    out, total = [], 0
-    for t in tasks:
-        try:
-            for item in read_shard(t.input_url, cfg.reader, cfg.storage_options):
-                if isinstance(item, Document) and item.data:
-                    out.append(item.data[: max_bytes - total])
-                    total += len(out[-1])
-                    if total >= max_bytes:
-                        return out
-        except ShardError:
-            continue  # a bad shard is not a calibration source; the run reports it
-    return out
+from .shard import ShardResult
+from .warm import load_warm, save_warm
 
 
 @dataclass
@@ -118,7 +43,11 @@ class Summary(Counts):
     wall_s: float = 0.0
     startup_s: float = 0.0  # until the actors were ready
     model_actors: int = 0  # their seg_time, code_time and model_time are summed in
+    run_id: str = ""  # the `run` tag of this run's metrics, and in its actors' names
     failed: dict = field(default_factory=dict)
+    calibration: dict = field(default_factory=dict)  # the thresholds and their sample, when the run used them
+    cache_loaded: dict = field(default_factory=dict)  # entries an earlier run kept (pipeline.warm)
+    cache_kept: dict = field(default_factory=dict)  # ... and those this run kept for the next
 
     @property
     def model_busy_fraction(self) -> float:
@@ -136,7 +65,8 @@ class Summary(Counts):
             self.failed[r.name] = r.reason
 
     def to_dict(self) -> dict:
-        d = {"output": self.output, **asdict(self)}  # output first: scripts find the line by it
+        d = {**asdict(self), "output": redact(self.output)}
+        d = {"output": d.pop("output"), **d}  # output first: scripts find the line by it
         d.update(bytes_per_symbol=self.bytes_per_symbol, cache_hit_rate=self.cache_hit_rate, reused_fraction=self.reused_fraction,
                  bytes_per_s=self.bytes_in / self.wall_s if self.wall_s else 0.0,
                  model_busy_fraction=self.model_busy_fraction)
@@ -154,40 +84,43 @@ class Summary(Counts):
                f"({self.model_time:.1f} s in forward passes)"] if self.model_actors else []),
             f"output: {redact(self.output)}/shards/*.parquet",
         ]
+        if self.calibration:
+            c = self.calibration
+            lines.insert(-1, f"thresholds: entropy > {c['theta_abs']:.3f} or rise > {c['theta_jump']:.3f} bits, the "
+                             f"{c['percentile']:g}th percentiles of {c['sample_bytes']:,} bytes from {c['sample_docs']:,} "
+                             f"documents in {c['sample_shards']} shard(s), {c['sample_seconds']:.1f} s")
         for name, reason in self.failed.items():
             lines.append(f"FAILED {name}: {reason}")
         return "\n".join(lines)
-
-
-def _check_output(index: MarkerIndex, cfg: JobConfig, namespace: str, tasks: list[ShardTask], force: bool) -> None:
-    """Refuse to mix outputs of different compressors in one output directory."""
-    markers = index.markers("_done", [t.name for t in tasks])
-    stale = [name for name, m in markers.items() if m.get("namespace") != namespace]
-    if stale and not force:
-        raise JobError(
-            f"{len(stale)} shard(s) in {redact(cfg.output)} were made by a different compressor or settings "
-            f"(e.g. {stale[:3]}); use another --output, or --force to redo them"
-        )
 
 
 def run_job(cfg: JobConfig, shards: list[str] | None = None, force: bool = False, log=print) -> Summary:
     if not cfg.input or not cfg.output:
         raise JobError("both --input and --output are required")
     t0 = time.perf_counter()
-    tasks = plan_tasks(cfg)
-    selected = select(tasks, shards) if shards else tasks
-    summary = Summary(cfg.output, shards_total=len(selected))
-
-    ctx = start_actors(cfg)
+    with ThreadPoolExecutor(1) as pool:
+        # The output's markers are listed while the input is listed and the cluster starts.
+        listing = pool.submit(MarkerIndex, cfg.output, cfg.storage_options)
+        tasks = plan_tasks(cfg)
+        selected = select(tasks, shards) if shards else tasks
+        ctx = start_actors(cfg)
+        try:
+            index = listing.result()
+        except BaseException:
+            ctx.shutdown()
+            raise
+    summary = Summary(cfg.output, shards_total=len(selected), run_id=ctx.run_id)
     summary.startup_s = time.perf_counter() - t0
     try:
         clear_tmp(cfg)
         meta = ctx.meta
-        index = MarkerIndex(cfg.output, cfg.storage_options)
-        _check_output(index, cfg, meta["namespace"], selected, force or bool(shards))
+        check_output(index, cfg, meta["namespace"], selected, force or bool(shards))
+        index.save()  # markers read for the check; the manifest and the next pass reuse them
         write_bytes_atomic(join(cfg.output, "config.yaml"), dump_config(cfg).encode(), cfg.storage_options)
         thresholds = load_or_calibrate(cfg, ctx, tasks, log)
-        meta = {**meta, "thresholds": asdict(thresholds) if thresholds else None}
+        if thresholds:
+            summary.calibration = {**asdict(thresholds), "sample_shards": len(thresholds.sample_shards)}
+        meta = {**meta, "thresholds": thresholds.provenance_free() if thresholds else None}
 
         todo = []
         for t in selected:
@@ -197,8 +130,13 @@ def run_job(cfg: JobConfig, shards: list[str] | None = None, force: bool = False
                 todo.append(t)
         log(f"{len(todo)} shard(s) to run, {summary.shards_skipped} already done")
         groups = group_small(todo, cfg.run.small_shard_bytes, cfg.run.group_bytes, cfg.run.shard_workers)
+        cache = ctx.cache_client()
+        if cache and todo:
+            summary.cache_loaded = load_warm(cfg, meta["namespace"], cache, log)
         for res in ctx.run_shards(groups, thresholds, meta):
             summary.add_shard(res)
+        if cache and todo and cfg.cache.keep_bytes:
+            summary.cache_kept = save_warm(cfg, meta["namespace"], cache, log)
         write_manifest(cfg, tasks, index, {t.name for t in todo})
         summary.wall_s = time.perf_counter() - t0
         summary.add(ctx.model_counts())
@@ -225,7 +163,9 @@ def load_or_calibrate(cfg: JobConfig, ctx, tasks, log):
             raise JobError(f"{redact(url)} was calibrated for model {th.fingerprint}, not {ctx.meta['fingerprint']}")
         return th
     log("calibrating segmentation thresholds on a sample of the input")
-    th = ctx.calibrate(sample_docs(tasks, cfg, cfg.run.calibration_bytes))
+    th = ctx.calibrate(tasks)
+    log(f"calibrated on {th.sample_bytes:,} bytes of {th.sample_docs:,} documents from {len(th.sample_shards)} shard(s) "
+        f"in {th.sample_seconds:.1f} s")
     write_json_atomic(url, asdict(th), cfg.storage_options)
     return th
 
@@ -235,49 +175,10 @@ def calibrate_job(cfg: JobConfig, log=print):
     tasks = plan_tasks(cfg)
     ctx = start_actors(cfg)
     try:
-        th = ctx.calibrate(sample_docs(tasks, cfg, cfg.run.calibration_bytes))
+        th = ctx.calibrate(tasks)
     finally:
         ctx.shutdown()
     write_json_atomic(join(cfg.output, "thresholds.json"), asdict(th), cfg.storage_options)
     return th
 
 
-def shard_status(cfg: JobConfig) -> dict:
-    """Done / failed / pending per input shard, from the markers (the source of truth)."""
-    tasks = plan_tasks(cfg)
-    index = MarkerIndex(cfg.output, cfg.storage_options)
-    names = [t.name for t in tasks]
-    done = index.markers("_done", [n for n in names if n in index.done])
-    failed = index.markers("_failed", [n for n in names if n in index.failed])
-    totals = {k: sum(m.get(k, 0) for m in done.values()) for k in ("rows", "rejects", "bytes_in", "symbols_out")}
-    out = {"done": [n for n in names if n in done],
-           "failed": {n: failed[n].get("reason", "") for n in names if n in failed},
-           "pending": [n for n in names if n not in done and n not in failed]}
-    out["counts"] = {"total": len(tasks), "done": len(out["done"]), "failed": len(out["failed"]), "pending": len(out["pending"])}
-    out["totals"] = totals
-    return out
-
-
-def write_manifest(cfg: JobConfig, tasks: list[ShardTask], seen: MarkerIndex | None = None,
-                   ran: set[str] = frozenset()) -> dict:
-    """manifest.json: every input shard's state. The listing is taken afresh (this run
-    added markers); markers read earlier in the run (`seen`) are not fetched again,
-    except those of the shards that ran since."""
-    index = MarkerIndex(cfg.output, cfg.storage_options)
-    if seen is not None:
-        index.keep(seen, ran)
-    names = [t.name for t in tasks]
-    done = index.markers("_done", [n for n in names if n in index.done])
-    failed = index.markers("_failed", [n for n in names if n in index.failed])
-    shards = {}
-    for t in tasks:
-        if t.name in done:
-            m = done[t.name]
-            shards[t.name] = {"status": "done", **{k: m[k] for k in ("input", "rows", "rejects", "docs_in", "bytes_in", "symbols_out", "parquet")}}
-        elif t.name in failed:
-            shards[t.name] = {"status": "failed", **failed[t.name]}
-        else:
-            shards[t.name] = {"status": "pending", "input": redact(t.input_url)}
-    manifest = {"schema_version": 1, "input": redact(cfg.input), "shards": shards}
-    write_json_atomic(join(cfg.output, "manifest.json"), manifest, cfg.storage_options)
-    return manifest

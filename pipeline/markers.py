@@ -4,9 +4,14 @@
 state. Asking the store about each shard (exists, then read) costs one or two requests
 per shard per pass; at corpus scale (tens of thousands of shards) and with a real object
 store's latency that is minutes per pass. Here one paginated listing per marker folder
-says which shards are done or failed (O(shards / page size) requests), and marker
-contents, where needed, are fetched concurrently (fsspec's batched `cat`; an object
-store serves them in parallel) and kept, so one pass reads each marker once.
+says which shards are done or failed (O(shards / page size) requests).
+
+Marker contents, where needed (namespace check, totals, manifest), come from a ledger,
+`_index/markers.json.zst`: the markers read so far, each with the tag (ETag or size and
+modification time) its listing entry had then. A marker whose listing entry still
+carries that tag is taken from the ledger; only markers written or rewritten since are
+fetched, concurrently (fsspec's batched `cat`). The ledger is a cache, never the truth:
+a lost, stale or corrupt ledger costs requests, not correctness.
 """
 
 from __future__ import annotations
@@ -14,10 +19,19 @@ from __future__ import annotations
 import json
 
 import fsspec
+import zstandard
 
-from .output import join
+from .output import join, write_bytes_atomic
 
 KINDS = ("_done", "_failed")
+LEDGER = "_index/markers.json.zst"
+
+
+def _tag(info: dict) -> str:
+    """What changes when a marker is rewritten, from its listing entry alone."""
+    etag = info.get("ETag") or info.get("etag") or info.get("md5Hash") or ""
+    when = info.get("mtime") or info.get("LastModified") or info.get("updated") or info.get("created") or ""
+    return f"{etag}|{info.get('size')}|{when}"
 
 
 class MarkerIndex:
@@ -26,17 +40,47 @@ class MarkerIndex:
     def __init__(self, output: str, storage_options: dict):
         self.output, self.so = output, storage_options
         self.fs, _ = fsspec.core.url_to_fs(output, **storage_options)
-        self.names: dict[str, set[str]] = {kind: self._list(kind) for kind in KINDS}
+        self.tags: dict[str, dict[str, str]] = {kind: self._list(kind) for kind in KINDS}
+        self.names: dict[str, set[str]] = {kind: set(t) for kind, t in self.tags.items()}
         self._read: dict[tuple[str, str], dict] = {}
+        self.fetched = 0  # markers read one by one (not from the ledger) by this index
+        self._load_ledger()
 
-    def _list(self, kind: str) -> set[str]:
-        _, path = fsspec.core.url_to_fs(join(self.output, kind), **self.so)
-        names = set()
-        for p in self.fs.find(path):
+    def _path(self, *parts: str) -> str:
+        return fsspec.core.url_to_fs(join(self.output, *parts), **self.so)[1]
+
+    def _list(self, kind: str) -> dict[str, str]:
+        out = {}
+        for p, info in self.fs.find(self._path(kind), detail=True).items():
             base = p.rsplit("/", 1)[-1]
             if base.endswith(".json") and not base.startswith("."):  # ".tmp-..." is a write in progress
-                names.add(base[: -len(".json")])
-        return names
+                out[base[: -len(".json")]] = _tag(info)
+        return out
+
+    def _load_ledger(self) -> None:
+        try:
+            raw = self.fs.cat_file(self._path(LEDGER))
+            ledger = json.loads(zstandard.ZstdDecompressor().decompress(raw))
+        except FileNotFoundError:
+            return
+        except Exception:  # noqa: BLE001 - a damaged ledger is only a lost cache
+            return
+        for kind in KINDS:
+            for name, (tag, marker) in ledger.get(kind, {}).items():
+                if self.tags[kind].get(name) == tag:
+                    self._read[(kind, name)] = marker
+
+    def save(self) -> None:
+        """Write the ledger of every marker this index holds (if it fetched any)."""
+        if not self.fetched:
+            return
+        ledger: dict = {kind: {} for kind in KINDS}
+        for (kind, name), marker in self._read.items():
+            if name in self.tags[kind]:
+                ledger[kind][name] = [self.tags[kind][name], marker]
+        data = zstandard.ZstdCompressor(level=3).compress(json.dumps(ledger, separators=(",", ":")).encode())
+        write_bytes_atomic(join(self.output, LEDGER), data, self.so)
+        self.fetched = 0
 
     @property
     def done(self) -> set[str]:
@@ -50,15 +94,18 @@ class MarkerIndex:
 
     def keep(self, earlier: MarkerIndex, changed: set[str]) -> None:
         """Take the markers an earlier index of this output read, except those of shards
-        that have changed since (rerun in between)."""
-        self._read.update({key: m for key, m in earlier._read.items() if key[1] not in changed})
+        that have changed since (rerun in between) or whose listing entry changed."""
+        for (kind, name), m in earlier._read.items():
+            if name not in changed and earlier.tags[kind].get(name) == self.tags[kind].get(name):
+                self._read[(kind, name)] = m
 
     def markers(self, kind: str, names) -> dict[str, dict]:
         """Contents of these markers, fetched together; names without one are left out."""
         want = [n for n in names if (kind, n) not in self._read and n in self.names[kind]]
         if want:
-            paths = {fsspec.core.url_to_fs(join(self.output, kind, f"{n}.json"), **self.so)[1]: n for n in want}
+            paths = {self._path(kind, f"{n}.json"): n for n in want}
             for path, data in self.fs.cat(list(paths), on_error="return").items():
                 if isinstance(data, bytes):
                     self._read[(kind, paths[path])] = json.loads(data)
+                    self.fetched += 1
         return {n: self._read[(kind, n)] for n in names if (kind, n) in self._read}

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 import resource
+import time
 
 import fsspec
 import numpy as np
@@ -18,11 +19,13 @@ from compressor_model.engine import NeuralCompressor
 from compressor_model.records import Counts
 
 from .config import JobConfig, register_secrets
+from .metrics import BusyGauge
 
 
 class ModelService:
-    def __init__(self, cfg: JobConfig, torch_threads: int = 0):
+    def __init__(self, cfg: JobConfig, torch_threads: int = 0, metrics_name: str = ""):
         register_secrets(cfg)
+        self.busy = BusyGauge(metrics_name) if metrics_name else None
         if torch_threads:
             torch.set_num_threads(torch_threads)
         self.comp = NeuralCompressor.load(read_checkpoint(cfg.model.checkpoint, cfg.storage_options),
@@ -43,14 +46,23 @@ class ModelService:
             "device": str(c.device),
         }
 
-    def calibrate(self, docs: list[bytes]) -> Thresholds:
-        return self.comp.calibrate(docs)
+    def entropies(self, docs: list[bytes]) -> list[np.ndarray]:
+        """Per-byte entropies of a part of the calibration sample (segmentation work)."""
+        t = time.perf_counter()
+        out = self.comp.entropies(docs)
+        self.comp.stats.seg_time += time.perf_counter() - t
+        return self._busy(out)
 
     def segment(self, docs: list[bytes], thresholds: Thresholds | None) -> list[np.ndarray]:
-        return self.comp.segment(docs, thresholds)
+        return self._busy(self.comp.segment(docs, thresholds))
 
     def encode(self, data: np.ndarray, seg_off: np.ndarray) -> Windows:
-        return self.comp.encode_segments(data, seg_off)
+        return self._busy(self.comp.encode_segments(data, seg_off))
+
+    def _busy(self, result):
+        if self.busy is not None:
+            self.busy.update(self.comp.stats.seg_time + self.comp.stats.code_time)
+        return result
 
     def decode(self, windows: Windows, seg_off: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         return self.comp.decode_segments(windows, seg_off)

@@ -3,7 +3,8 @@
 Layout under the output URL:
 
     config.yaml                 resolved job config (secrets masked)
-    thresholds.json             segmentation thresholds used by every shard
+    thresholds.json             segmentation thresholds used by every shard, and their
+                                sample (bytes, documents, shards, seconds)
     manifest.json               per-shard status, rows, checksums, stats (rewritten by run)
     shards/<name>.parquet       one per input shard
     _rejects/<name>.jsonl       documents that could not be compressed, with reasons
@@ -12,6 +13,8 @@ Layout under the output URL:
     _done/<name>.json           completion marker: written last, names the checksum
     _failed/<name>.json         why a shard failed (removed once it succeeds)
     _tmp/                       Parquet files being written (local outputs); cleared by the next run
+    _index/markers.json.zst     the markers read so far, by listing tag (pipeline.markers; a cache)
+    _cache/<namespace>.pcw.zst  the segment cache's hottest entries, for the next run (pipeline.warm)
 
 A shard counts as done only when its marker exists; the Parquet and rejects files are
 committed before the marker, each atomically, so no reader ever sees a partial file.

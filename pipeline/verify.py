@@ -17,7 +17,7 @@ from compressor_model.numerics import Precision
 
 from .compressors import REGISTRY
 from .config import Compressor, JobConfig
-from .job import plan_tasks
+from .plan import plan_tasks
 from .markers import MarkerIndex
 from .model_service import ModelService
 from .output import read_metadata

@@ -28,7 +28,7 @@ def job_config(inp: str, out: str, ckpt: str, *extra: str, storage_options: dict
     overrides = [
         f"input={json.dumps(inp)}", f"output={json.dumps(out)}", f"model.checkpoint={json.dumps(ckpt)}",
         "run.address=local", "run.progress=false", "run.torch_threads=1", "run.batch_bytes=8000",
-        "run.shard_workers=2", "run.calibration_bytes=20000",
+        "run.shard_workers=2", "run.calibration_bytes=20000", "run.metrics=false",
         "engine.lanes=64", "engine.group=32", "segment.call_positions=512", "cache.shards=2",
         *extra,
     ]

@@ -4,11 +4,12 @@ not one or two requests per shard."""
 from __future__ import annotations
 
 import json
+import time
 from collections import Counter
 
 from fsspec.implementations.local import LocalFileSystem
 
-from pipeline.job import plan_tasks, shard_status, write_manifest
+from pipeline.plan import plan_tasks, shard_status, write_manifest
 from pipeline.markers import MarkerIndex
 from tests.pipeline_fixtures import job_config
 
@@ -69,3 +70,32 @@ def test_status_and_manifest_do_not_probe_each_shard(tmp_path, monkeypatch):
     assert probes["exists"] + probes["isfile"] < 5 and probes["cat"] == 2, probes  # done and failed: one batch each
     manifest = write_manifest(cfg, plan_tasks(cfg))
     assert Counter(s["status"] for s in manifest["shards"].values()) == {"done": 50, "failed": 2, "pending": 8}
+
+
+def test_ledger_spares_reading_markers_again_and_notices_rewrites(tmp_path, monkeypatch):
+    cfg = make_output(tmp_path)
+    first = MarkerIndex(cfg.output, {})
+    first.markers("_done", sorted(first.done))
+    first.markers("_failed", sorted(first.failed))
+    first.save()
+    assert (tmp_path / "out" / "_index" / "markers.json.zst").exists()
+
+    # Shard 7 is rerun (its marker rewritten, other content), shard 50 is new.
+    time.sleep(0.01)  # a later modification time on a coarse-clock filesystem
+    changed = {"name": "part-00007", "rows": 99, "namespace": "ns2"}
+    (tmp_path / "out" / "_done" / "part-00007.json").write_text(json.dumps(changed))
+    (tmp_path / "out" / "_done" / "part-00050.json").write_text(json.dumps({"name": "part-00050", "rows": 5}))
+    fetched = []
+    cat = LocalFileSystem.cat
+    monkeypatch.setattr(LocalFileSystem, "cat", lambda self, paths, *a, **kw: fetched.extend(paths) or cat(self, paths, *a, **kw))
+    second = MarkerIndex(cfg.output, {})
+    got = second.markers("_done", sorted(second.done))
+    assert sorted(p.rsplit("/", 1)[-1] for p in fetched) == ["part-00007.json", "part-00050.json"]
+    assert got["part-00007"] == changed and got["part-00050"]["rows"] == 5 and got["part-00003"]["namespace"] == "ns"
+    assert second.markers("_failed", sorted(second.failed)) == {n: {"reason": f"bad {n[-2:]}"} for n in ("part-00055", "part-00056")}
+
+    # A damaged ledger is a lost cache, not an error.
+    (tmp_path / "out" / "_index" / "markers.json.zst").write_bytes(b"\x28\xb5\x2f\xfd garbage")
+    fetched.clear()
+    third = MarkerIndex(cfg.output, {})
+    assert third.markers("_done", sorted(third.done)) == got and len(fetched) == 51

@@ -4,28 +4,40 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
+import time
+import urllib.request
 from pathlib import Path
 
 import pyarrow.parquet as pq
 import pytest
 import ray
-
-from pipeline.cli import main as cli
-from pipeline.job import JobError, group_small, run_job, shard_status
-from pipeline.shard import ShardTask
-from pipeline.output import read_metadata
-from pipeline.verify import verify_output
 from proxytrain import DatasetConfig, ProxyDataset
+
+from compressor_model.stdlib import stdlib_files, take_bytes
+from pipeline.cli import main as cli
+from pipeline.job import JobError, run_job
+from pipeline.plan import group_small, shard_status
+from pipeline.output import read_metadata
+from pipeline.sample import write_shards
+from pipeline.shard import ShardTask
+from pipeline.verify import verify_output
 from tests.pipeline_fixtures import job_config, make_input, sha256, tiny_checkpoint
+from tests.procs import free_port
 
 pytestmark = pytest.mark.slow
 
 
+METRICS_PORT = free_port()
+
+
 @pytest.fixture(scope="module")
 def cluster():
-    ray.init(address="local", num_cpus=2, include_dashboard=False, logging_level="ERROR")
+    # Custom resources as a mixed cluster declares them per node type (deploy/cluster-gpu.yaml).
+    ray.init(address="local", num_cpus=2, resources={"gpu_node": 1, "cpu_node": 4}, include_dashboard=False, logging_level="ERROR",
+             _metrics_export_port=METRICS_PORT, _system_config={"metrics_report_interval_ms": 500})
     yield
     ray.shutdown()
 
@@ -39,7 +51,8 @@ def ckpt(tmp_path_factory):
 def done_run(cluster, ckpt, tmp_path_factory):
     root = tmp_path_factory.mktemp("job")
     make_input(root / "in", n_shards=3)
-    cfg = job_config(str(root / "in"), str(root / "out"), ckpt)
+    cfg = job_config(str(root / "in"), str(root / "out"), ckpt, "run.model_resources={gpu_node: 1}",
+                     "run.shard_resources={cpu_node: 0.01}", "run.metrics=true")
     summary = run_job(cfg, log=lambda m: None)
     return cfg, summary, root
 
@@ -74,6 +87,35 @@ def test_run_writes_reconciled_verified_parquet(done_run):
     assert rep["ok"] and rep["checked_docs"] == rows
 
 
+def scrape(port: int) -> list[tuple[str, dict, float]]:
+    """(name, labels, value) of the proxycomp series on a Prometheus endpoint."""
+    text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10).read().decode()
+    out = []
+    for m in re.finditer(r"^(ray_proxycomp_\w+)\{([^}]*)\} (\S+)$", text, re.MULTILINE):
+        out.append((m.group(1), dict(re.findall(r'(\w+)="([^"]*)"', m.group(2))), float(m.group(3))))
+    return out
+
+
+def test_metrics_reach_the_clusters_prometheus_endpoint(done_run):
+    """What the run reported to Ray's metrics, read back from the cluster's own export."""
+    _, s, _ = done_run
+    want = {"shards_done_total": 3, "shards_remaining": 0, "bytes_in_total": s.bytes_in, "docs_compressed_total": s.docs_out,
+            "symbols_out_total": s.symbols_out, "cache_hit_rate": s.cache_hit_rate}
+    deadline = time.time() + 30
+    while True:
+        series = scrape(METRICS_PORT)
+        got = {name[len("ray_proxycomp_"):]: v for name, labels, v in series if labels.get("run") == s.run_id}
+        busy = [v for name, labels, v in series if name == "ray_proxycomp_model_busy_fraction"
+                and labels.get("actor", "").startswith(f"proxycomp-{s.run_id}-model-")]
+        if all(got.get(k) == pytest.approx(v) for k, v in want.items()) and busy or time.time() > deadline:
+            break
+        time.sleep(0.5)
+    assert {k: got.get(k) for k in want} == pytest.approx(want)
+    assert got.get("rejects_total", 0) == s.rejects and "shards_failed_total" not in got and got["bytes_per_s"] >= 0
+    assert busy and 0 < busy[0] <= 1
+    assert all(labels["output"] == s.output for name, labels, _ in series if labels.get("run") == s.run_id)
+
+
 def test_second_run_skips_and_rerun_is_byte_identical(done_run):
     cfg, _, root = done_run
     before = {p.name: sha256(p) for p in (root / "out" / "shards").iterdir()}
@@ -81,6 +123,7 @@ def test_second_run_skips_and_rerun_is_byte_identical(done_run):
     assert again.shards_skipped == 3 and again.shards_done == 0
     rerun = run_job(cfg, shards=["part-00001"], log=lambda m: None)
     assert rerun.shards_done == 1 and rerun.shards_skipped == 0
+    assert 0 < rerun.cache_loaded["entries"] == done_run[1].cache_kept["entries"]  # started warm, same bytes (below)
     # Small shards share tasks and model calls by default; one task per shard, other lane
     # counts, two lane sets and more torch threads must give the same bytes (model calls
     # are batch-invariant, and scheduling settings stay out of the output's metadata).
@@ -92,6 +135,27 @@ def test_second_run_skips_and_rerun_is_byte_identical(done_run):
     assert after == before
     with pytest.raises(JobError, match="no shard matches"):
         run_job(cfg, shards=["nope"], log=lambda m: None)
+
+
+def test_a_new_slice_starts_warm_from_an_earlier_output(done_run, ckpt, tmp_path):
+    """The next slice of the corpus, written elsewhere, starts from the entries the first
+    run kept: more hits than a cold start, and the same bytes."""
+    _, first, root = done_run
+    other = take_bytes([f for f in stdlib_files("heldout") if 6000 <= len(f.text) < 9000], 12_000)  # not in the first slice
+    write_shards(other, tmp_path / "in", 1, "jsonl")
+    runs = {}
+    for kind, extra in (("cold", ()), ("warm", (f"cache.warm_from={root / 'out' / '_cache'}",))):
+        out = tmp_path / kind
+        out.mkdir()  # the corpus's thresholds, from the first slice
+        (out / "thresholds.json").write_bytes((root / "out" / "thresholds.json").read_bytes())
+        runs[kind] = run_job(job_config(str(tmp_path / "in"), str(out), ckpt, *extra), log=lambda m: None)
+    cold, warm = runs["cold"], runs["warm"]
+    print(f"\nsegment cache hit rate on a new slice: cold {cold.cache_hit_rate:.1%}, warm {warm.cache_hit_rate:.1%} "
+          f"({warm.cache_loaded['entries']} entries kept by the first run)")
+    assert cold.cache_loaded["entries"] == 0 and warm.cache_loaded["entries"] > 0 and first.cache_kept["entries"] > 0
+    assert warm.cache_hit_rate > cold.cache_hit_rate
+    assert {p.name: sha256(p) for p in (tmp_path / "warm" / "shards").iterdir()} == \
+        {p.name: sha256(p) for p in (tmp_path / "cold" / "shards").iterdir()}
 
 
 def test_bad_shards_are_quarantined_and_rows_rejected(cluster, ckpt, tmp_path):
@@ -153,8 +217,8 @@ def test_incompatible_output_is_refused(done_run, ckpt, tmp_path):
 
 @pytest.mark.parametrize("compressor", ["gzip", "tokenizer"])
 def test_other_proxy_compressors_share_pipeline_and_schema(cluster, ckpt, tmp_path, compressor):
-    from pipeline.compressors import train_tokenizer
     from compressor_model.stdlib import stdlib_files, take_bytes
+    from pipeline.compressors import train_tokenizer
 
     make_input(tmp_path / "in", n_shards=2)
     tok = tmp_path / "tokenizer.json"

@@ -4,6 +4,7 @@ credentials that never reach logs, outputs or error messages."""
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 import textwrap
@@ -68,6 +69,12 @@ def test_nothing_listens_beyond_loopback(tmp_path):
     assert found["processes"] > 3 and found["sockets"], found  # Ray's servers were there to check
     outside = [s for s in found["sockets"] if s[0] not in LOOPBACK]
     assert not outside, outside
+    # Metrics are on by default: the local cluster's dashboard and this node's Prometheus
+    # endpoint are printed, on loopback, and they are what listens there.
+    where = re.search(r"metrics: dashboard http://127\.0\.0\.1:(\d+), metrics http://127\.0\.0\.1:(\d+)/metrics", res.stderr)
+    assert where, res.stderr[-2000:]
+    ports = {s[1] for s in found["sockets"]}
+    assert int(where.group(1)) in ports and int(where.group(2)) in ports
 
 
 def test_untrusted_checkpoint_cannot_run_code(tmp_path, capsys):
@@ -81,7 +88,7 @@ def test_untrusted_checkpoint_cannot_run_code(tmp_path, capsys):
     torch.save({"config": {}, "model": Evil()}, evil)
     make_input(tmp_path / "in", n_shards=1, max_bytes=3000)
     rc = cli(["run", "--input", str(tmp_path / "in"), "--output", str(tmp_path / "out"), "--checkpoint", str(evil),
-              "--no-progress", "--set", "run.address=local"])
+              "--no-progress", "--set", "run.address=local", "--set", "run.metrics=false"])
     err = capsys.readouterr().err
     assert rc == 2 and "model actor could not start" in err, err
     assert "Unsupported global" in err or "weights_only" in err, err

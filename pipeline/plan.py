@@ -1,0 +1,151 @@
+"""What a run has to do, from listings: the input's shards and their output names, which
+are done or failed (pipeline.markers), grouping small shards, the status of an output
+and its manifest. Nothing here imports Ray or torch, so `proxycomp status` starts fast."""
+
+from __future__ import annotations
+
+import fnmatch
+from concurrent.futures import ThreadPoolExecutor
+
+import fsspec
+import yaml
+
+from compressor_model.corpus import SHARD_SUFFIXES, list_shards
+
+from .config import JobConfig, from_dict, register_secrets
+from .errors import JobError
+from .markers import MarkerIndex
+from .output import join, write_json_atomic
+from .redact import redact
+from .shard import ShardTask
+
+
+def output_config(output: str, storage_options: dict) -> JobConfig:
+    """The config a run wrote next to its outputs, with these storage options."""
+    url = join(output, "config.yaml")
+    try:
+        with fsspec.open(url, "r", **storage_options) as f:
+            data = yaml.safe_load(f)
+    except FileNotFoundError:
+        raise JobError(f"{redact(url)} not found: is {redact(output)} the output of a proxycomp run?") from None
+    data["storage_options"] = storage_options
+    data["output"] = output
+    return register_secrets(from_dict(JobConfig, data))
+
+
+def shard_name(input_root: str, url: str) -> str:
+    """Deterministic output name from the input shard's path under the input root."""
+    root = input_root.rstrip("/")
+    rel = url[len(root) :].lstrip("/") if url.startswith(root) and url != root else url.rsplit("/", 1)[-1]
+    for suf in sorted(SHARD_SUFFIXES, key=len, reverse=True):
+        if rel.lower().endswith(suf):
+            rel = rel[: -len(suf)]
+            break
+    return rel.replace("/", "__")
+
+
+def plan_tasks(cfg: JobConfig) -> list[ShardTask]:
+    try:
+        urls = list_shards(cfg.input, cfg.storage_options, sizes=True)
+    except Exception as e:  # noqa: BLE001 - any storage backend error; report it scrubbed
+        raise JobError(f"cannot list input {redact(cfg.input)}: {redact(type(e).__name__ + ': ' + str(e))}") from None
+    if not urls:
+        raise JobError(f"no input shards (.jsonl, .jsonl.zst, .parquet) under {redact(cfg.input)}")
+    tasks = [ShardTask(i, u, shard_name(cfg.input, u), n) for i, (u, n) in enumerate(urls)]
+    names = [t.name for t in tasks]
+    if len(set(names)) != len(names):
+        raise JobError("two input shards map to the same output name; rename one")
+    return tasks
+
+
+def group_small(tasks: list[ShardTask], small_bytes: int, group_bytes: int, parallel: int = 1) -> list[list[ShardTask]]:
+    """Shards under small_bytes (on storage) travel together in listing order, up to
+    group_bytes per group; every other shard is a group of its own. Groups are made
+    small enough that there are at least `parallel` of them when the small shards
+    allow it, so grouping never leaves shard workers idle."""
+    small = sum(t.size for t in tasks if t.size < small_bytes)
+    group_bytes = min(group_bytes, max(1, -(-small // max(1, parallel))))
+    groups: list[list[ShardTask]] = []
+    current: list[ShardTask] = []
+    size = 0
+    for t in tasks:
+        if t.size >= small_bytes:
+            groups.append([t])
+            continue
+        if current and size + t.size > group_bytes:
+            groups.append(current)
+            current, size = [], 0
+        current.append(t)
+        size += t.size
+    if current:
+        groups.append(current)
+    return groups
+
+
+def select(tasks: list[ShardTask], patterns: list[str]) -> list[ShardTask]:
+    """Tasks whose output name or input file name matches one of the patterns (globs)."""
+    out = [t for t in tasks if any(fnmatch.fnmatch(t.name, p) or fnmatch.fnmatch(t.input_url.rsplit("/", 1)[-1], p)
+                                   for p in patterns)]
+    unknown = [p for p in patterns if not any(fnmatch.fnmatch(t.name, p) or fnmatch.fnmatch(t.input_url.rsplit("/", 1)[-1], p)
+                                              for t in tasks)]
+    if unknown:
+        raise JobError(f"--shards: no shard matches {unknown}; known: {[t.name for t in tasks][:20]}")
+    return out
+
+
+def check_output(index: MarkerIndex, cfg: JobConfig, namespace: str, tasks: list[ShardTask], force: bool) -> None:
+    """Refuse to mix outputs of different compressors in one output directory."""
+    markers = index.markers("_done", [t.name for t in tasks])
+    stale = [name for name, m in markers.items() if m.get("namespace") != namespace]
+    if stale and not force:
+        raise JobError(
+            f"{len(stale)} shard(s) in {redact(cfg.output)} were made by a different compressor or settings "
+            f"(e.g. {stale[:3]}); use another --output, or --force to redo them"
+        )
+
+
+def shard_status(cfg: JobConfig) -> dict:
+    """Done / failed / pending per input shard, from the markers (the source of truth)."""
+    with ThreadPoolExecutor(1) as pool:  # the output's listings while the input is listed
+        listing = pool.submit(MarkerIndex, cfg.output, cfg.storage_options)
+        tasks = plan_tasks(cfg)
+        index = listing.result()
+    names = [t.name for t in tasks]
+    done = index.markers("_done", [n for n in names if n in index.done])
+    failed = index.markers("_failed", [n for n in names if n in index.failed])
+    totals = {k: sum(m.get(k, 0) for m in done.values()) for k in ("rows", "rejects", "bytes_in", "symbols_out")}
+    out = {"done": [n for n in names if n in done],
+           "failed": {n: failed[n].get("reason", "") for n in names if n in failed},
+           "pending": [n for n in names if n not in done and n not in failed]}
+    out["counts"] = {"total": len(tasks), "done": len(out["done"]), "failed": len(out["failed"]), "pending": len(out["pending"])}
+    out["totals"] = totals
+    return out
+
+
+def write_manifest(cfg: JobConfig, tasks: list[ShardTask], seen: MarkerIndex | None = None,
+                   ran: set[str] = frozenset()) -> dict:
+    """manifest.json: every input shard's state. The listing is taken afresh when shards
+    ran since `seen` was listed (they added markers); markers `seen` read are not fetched
+    again, except those of the shards that ran."""
+    if seen is not None and not ran:
+        index = seen
+    else:
+        index = MarkerIndex(cfg.output, cfg.storage_options)
+        if seen is not None:
+            index.keep(seen, ran)
+    names = [t.name for t in tasks]
+    done = index.markers("_done", [n for n in names if n in index.done])
+    failed = index.markers("_failed", [n for n in names if n in index.failed])
+    index.save()
+    shards = {}
+    for t in tasks:
+        if t.name in done:
+            m = done[t.name]
+            shards[t.name] = {"status": "done", **{k: m[k] for k in ("input", "rows", "rejects", "docs_in", "bytes_in", "symbols_out", "parquet")}}
+        elif t.name in failed:
+            shards[t.name] = {"status": "failed", **failed[t.name]}
+        else:
+            shards[t.name] = {"status": "pending", "input": redact(t.input_url)}
+    manifest = {"schema_version": 1, "input": redact(cfg.input), "shards": shards}
+    write_json_atomic(join(cfg.output, "manifest.json"), manifest, cfg.storage_options)
+    return manifest
