@@ -17,6 +17,7 @@ from .constants import (
     ALPHABET,
     DEFAULT_SYMBOL_BITS,
     DEFAULT_WINDOW_BITS,
+    NO_WINDOWS,
     PROB_TOTAL,
     SYMBOL_BITS_CHOICES,
     WINDOW_BITS_CHOICES,
@@ -27,17 +28,22 @@ _NO_LIMIT = np.iinfo(np.int32).max
 
 @dataclass(frozen=True)
 class CoderConfig:
-    window_bits: int = DEFAULT_WINDOW_BITS  # W: bits per equal-information window
+    window_bits: int = DEFAULT_WINDOW_BITS  # W: bits per equal-information window; 0: none (coder.stream)
     symbol_bits: int = DEFAULT_SYMBOL_BITS  # b: bits per packed output symbol
     max_window_bytes: int = 0  # 0: a window may grow to the end of its segment
 
     def __post_init__(self):
-        if self.window_bits not in WINDOW_BITS_CHOICES:
-            raise ValueError(f"window_bits must be one of {WINDOW_BITS_CHOICES}, got {self.window_bits}")
+        if self.window_bits not in (*WINDOW_BITS_CHOICES, NO_WINDOWS):
+            raise ValueError(f"window_bits must be one of {WINDOW_BITS_CHOICES}, or {NO_WINDOWS} for none, "
+                             f"got {self.window_bits}")
         if self.symbol_bits not in SYMBOL_BITS_CHOICES:
             raise ValueError(f"symbol_bits must be one of {SYMBOL_BITS_CHOICES}, got {self.symbol_bits}")
         if self.max_window_bytes < 0:
             raise ValueError(f"max_window_bytes must be >= 0, got {self.max_window_bytes}")
+
+    @property
+    def windowed(self) -> bool:
+        return self.window_bits != NO_WINDOWS
 
 
 @dataclass
@@ -108,8 +114,11 @@ def encode(data, cum, freq, seg_off, config: CoderConfig = CoderConfig(), thread
     data: uint8 [N] bytes; cum, freq: [N] cumulative frequency and frequency of each
     byte under its position's quantized distribution (see `coder.quantize`); seg_off:
     [S + 1] offsets of the segments in data, from 0 to N. `threads` > 1 splits the
-    segments over threads (the result does not depend on it).
+    segments over threads (the result does not depend on it). Without windows
+    (window_bits 0) a segment is one code: `coder.stream.encode_streams`.
     """
+    if not config.windowed:
+        raise ValueError("window_bits=0 codes a segment as one stream: use coder.encode_streams")
     data = np.ascontiguousarray(data)
     if data.dtype != np.uint8 or data.ndim != 1:
         raise TypeError(f"data: expected a 1-D uint8 array, got {data.dtype} {data.shape}")

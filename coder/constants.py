@@ -23,6 +23,7 @@ RENORM_FLOOR_BITS = 54
 RENORM_SHIFT = 8
 
 WINDOW_BITS_CHOICES = (8, 16, 32)
+NO_WINDOWS = 0  # window_bits for one arithmetic-code stream per segment (coder.stream)
 SYMBOL_BITS_CHOICES = (8, 16)
 DEFAULT_WINDOW_BITS = 16
 DEFAULT_SYMBOL_BITS = 16

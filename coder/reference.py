@@ -144,3 +144,41 @@ class ReferenceCoder:
                 out.append(sym)
         assert len(out) == len(freq_rows)
         return bytes(out)
+
+
+def stream_encode(cum: list[int], freq: list[int]) -> tuple[int, int]:
+    """(code, bits) of one segment without windows, from the definition: one interval
+    over the whole segment, and the fewest bits k >= 1 whose zero-padded point
+    v * 2**(scale - k) lies in it. An empty segment has an empty code."""
+    if not len(cum):
+        return 0, 0
+    cur = Interval(window_bits=0)  # no code step: renormalise whenever narrower than 2**54
+    for c, f in zip(cum, freq, strict=True):
+        cur = cur.narrowed(c, f)
+    k = 1
+    while True:
+        step = 1 << max(0, cur.scale - k)
+        v = -(-(cur.low << max(0, k - cur.scale)) // step)
+        if v * step < (cur.low + cur.rng) << max(0, k - cur.scale):
+            return v, k
+        k += 1
+
+
+def stream_decode(freq_rows: list[list[int]], code: int, bits: int) -> bytes:
+    """Bytes of one segment from its code, each position's frequencies giving the length."""
+    out = bytearray()
+    cur = Interval(window_bits=0)
+    for row in freq_rows:
+        assert len(row) == 256 and sum(row) == PROB_TOTAL and min(row) >= 1
+        value = (code << cur.scale) >> bits  # the code point, zero-padded, in current units (floor)
+        r = cur.rng >> PROB_BITS
+        q = (value - cur.low) // r
+        assert 0 <= q < PROB_TOTAL, "code outside the distribution"
+        c = 0
+        for sym, f in enumerate(row):
+            if c + f > q:
+                break
+            c += f
+        cur = cur.narrowed(c, f)
+        out.append(sym)
+    return bytes(out)

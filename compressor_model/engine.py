@@ -48,6 +48,9 @@ DEFAULT_CHECKPOINT = "small.pt"
 class NeuralCompressor:
     def __init__(self, model: ByteLM, fingerprint: str, cfg: EngineConfig = EngineConfig(),
                  seg_cfg: SegmentConfig = SegmentConfig()):
+        if not cfg.coder.windowed:
+            raise ValueError("window_bits 0 (no windows) codes whole segments: an analysis mode "
+                             "(compressor_model.ablation), not the engine's")
         if cfg.max_window_bytes < 1 or cfg.max_window_bytes > model.cfg.block_size:
             raise ValueError(f"max_window_bytes must be in 1..{model.cfg.block_size}")
         self.device = numerics.pick_device(cfg.device)

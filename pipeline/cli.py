@@ -1,10 +1,12 @@
-"""`proxycomp`: run, calibrate, status, verify, export, train-tokenizer, demo.
+"""`proxycomp`: run, calibrate, status, verify, export, analyze, report, train-tokenizer, demo.
 
     proxycomp run --input URL --output URL [--config job.yaml] [--shards NAME,...] [--force]
     proxycomp status --output URL [--json]
     proxycomp verify --output URL [--sample N]
     proxycomp calibrate --input URL --output URL
     proxycomp export --format lingua-jsonl --output URL --dest DIR [--chunks N --seed S]
+    proxycomp analyze ablations|stability|collisions|segments --input URL [--dest DIR] [--json]
+    proxycomp report --output URL --dest DIR
     proxycomp train-tokenizer --input URL --output tokenizer.json [--vocab-size N]
     proxycomp demo [--output DIR]
 
@@ -180,6 +182,40 @@ def cmd_train_tokenizer(a) -> int:
     return 0
 
 
+def cmd_analyze(a) -> int:
+    from .analysis import Analysis, AnalysisConfig, analyze
+    from .plots import PLOTS
+    from .report import markdown_table
+
+    cfg = AnalysisConfig(sample_bytes=a.sample_bytes, shards=a.sample_shards, doc_bytes=a.doc_bytes, seed=a.seed,
+                         checkpoint=a.checkpoint or "", tokenizer=a.tokenizer or "")
+    so = _storage_options(a.storage_option)
+    kind = Analysis(a.kind)
+    result = analyze(kind, a.input, cfg, so)
+    os.makedirs(a.dest, exist_ok=True)
+    base = os.path.join(a.dest, kind.value)
+    with open(base + ".json", "w") as f:
+        json.dump(result, f, indent=1)
+    with open(base + ".png", "wb") as f:
+        f.write(PLOTS[kind.value](result))
+    if a.json:
+        print(json.dumps(result))
+    else:
+        print(markdown_table(kind.value, result))
+        print(f"\n{base}.json, {base}.png")
+    return 0
+
+
+def cmd_report(a) -> int:
+    from .analysis import AnalysisConfig
+    from .report import write_report
+
+    cfg = AnalysisConfig(sample_bytes=a.sample_bytes, checkpoint=a.checkpoint or "")
+    out = write_report(a.output, a.dest, _storage_options(a.storage_option), cfg, log=_log)
+    print(json.dumps(out) if a.json else f"{out['html']}\n{out['json']}")
+    return 0
+
+
 def _log(msg: str) -> None:
     print(f"[proxycomp] {redact(msg)}", file=sys.stderr, flush=True)
 
@@ -232,6 +268,29 @@ def main(argv=None) -> int:
     p.add_argument("--max-bytes", type=int, default=50_000_000, help="sample size")
     _common(p)
     p.set_defaults(fn=cmd_train_tokenizer)
+
+    p = sub.add_parser("analyze", help="the paper's compressor analyses on a sample: JSON and a PNG")
+    p.add_argument("kind", choices=["ablations", "stability", "collisions", "segments"])
+    p.add_argument("--input", required=True, help="corpus shards, or a proxycomp output (its raw column)")
+    p.add_argument("--dest", default="analysis", help="writes <dest>/<kind>.json and <dest>/<kind>.png")
+    p.add_argument("--sample-bytes", type=int, default=200_000)
+    p.add_argument("--sample-shards", type=int, default=64)
+    p.add_argument("--doc-bytes", type=int, default=4096, help="each sampled document cut to this")
+    p.add_argument("--seed", type=int, default=0, help="seeds the stability analysis's deletions")
+    p.add_argument("--checkpoint", help="compressor checkpoint URL (default: the shipped one)")
+    p.add_argument("--tokenizer", help="stability: tokenizer.json (default: BPE trained on this Python's stdlib)")
+    p.add_argument("--json", action="store_true")
+    _common(p)
+    p.set_defaults(fn=cmd_analyze)
+
+    p = sub.add_parser("report", help="one self-contained HTML page (and JSON) about an output directory")
+    p.add_argument("--output", required=True, help="a proxycomp output URL (finished or running)")
+    p.add_argument("--dest", required=True, help="local directory: writes report.html and report.json")
+    p.add_argument("--sample-bytes", type=int, default=60_000, help="sample of the output for the analyses' plots")
+    p.add_argument("--checkpoint", help="compressor checkpoint URL (default: the output's own)")
+    p.add_argument("--json", action="store_true")
+    _common(p)
+    p.set_defaults(fn=cmd_report)
 
     p = sub.add_parser("demo", help="compress a slice of this Python's standard library end to end")
     p.add_argument("--output", default="out/demo")

@@ -141,6 +141,10 @@ def run_job(cfg: JobConfig, shards: list[str] | None = None, force: bool = False
         summary.wall_s = time.perf_counter() - t0
         summary.add(ctx.model_counts())
         summary.model_actors = len(ctx.models)
+        if todo:  # what `proxycomp report` shows of each run: rates, busy fraction, cache
+            stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
+            write_json_atomic(join(cfg.output, "_runs", f"{stamp}-{summary.run_id}.json"), summary.to_dict(),
+                              cfg.storage_options)
     finally:
         ctx.shutdown()
     return summary

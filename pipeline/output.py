@@ -13,6 +13,7 @@ Layout under the output URL:
     _done/<name>.json           completion marker: written last, names the checksum
     _failed/<name>.json         why a shard failed (removed once it succeeds)
     _tmp/                       Parquet files being written (local outputs); cleared by the next run
+    _runs/<time>-<run>.json     each run's summary (rates, cache, model busy fraction), for reports
     _index/markers.json.zst     the markers read so far, by listing tag (pipeline.markers; a cache)
     _cache/<namespace>.pcw.zst  the segment cache's hottest entries, for the next run (pipeline.warm)
 

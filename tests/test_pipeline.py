@@ -20,6 +20,8 @@ from compressor_model.stdlib import stdlib_files, take_bytes
 from pipeline.cli import main as cli
 from pipeline.job import JobError, run_job
 from pipeline.plan import group_small, shard_status
+from pipeline.analysis import AnalysisConfig
+from pipeline.report import write_report
 from pipeline.output import read_metadata
 from pipeline.sample import write_shards
 from pipeline.shard import ShardTask
@@ -114,6 +116,22 @@ def test_metrics_reach_the_clusters_prometheus_endpoint(done_run):
     assert got.get("rejects_total", 0) == s.rejects and "shards_failed_total" not in got and got["bytes_per_s"] >= 0
     assert busy and 0 < busy[0] <= 1
     assert all(labels["output"] == s.output for name, labels, _ in series if labels.get("run") == s.run_id)
+
+
+def test_report_is_one_self_contained_page(done_run, tmp_path):
+    """A finished output as one HTML page (pictures inlined, nothing fetched) and JSON."""
+    cfg, summary, _ = done_run
+    out = write_report(cfg.output, str(tmp_path), cfg=AnalysisConfig(sample_bytes=3000, tokenizer_train_bytes=100_000),
+                       log=lambda m: None)
+    page = (tmp_path / "report.html").read_text()
+    data = json.loads((tmp_path / "report.json").read_text())
+    assert data["counts"]["done"] == 3 and len(data["shards"]) == 3 and data["runs"][0]["run_id"] == summary.run_id
+    assert data["runs"][0]["model_busy_fraction"] == pytest.approx(summary.model_busy_fraction)
+    assert sorted(out["analyses"]) == sorted(data["analyses"]) == ["ablations", "collisions", "segments", "stability"]
+    for heading in ("Shards", "Rejects and failures", "Runs", "Thresholds", "Analysis: ablations", "Analysis: stability"):
+        assert f">{heading}</h" in page
+    assert page.count('src="data:image/png;base64,') == 6  # rates, throughput, four analyses
+    assert "http://" not in page and "https://" not in page and "<script" not in page
 
 
 def test_second_run_skips_and_rerun_is_byte_identical(done_run):
