@@ -108,6 +108,26 @@ def _first_bad_position(cum, freq):
     return -1
 
 
+def check_coding_inputs(data, cum, freq, seg_off, int_type) -> tuple[np.ndarray, ...]:
+    """data uint8 [N], cum and freq [N] (as int_type), seg_off [S + 1]: checked once,
+    with the first position whose interval is not a valid one named."""
+    data = np.ascontiguousarray(data)
+    if data.dtype != np.uint8 or data.ndim != 1:
+        raise TypeError(f"data: expected a 1-D uint8 array, got {data.dtype} {data.shape}")
+    n = data.shape[0]
+    cum = _int_array("cum", cum, 1, int_type)
+    freq = _int_array("freq", freq, 1, int_type)
+    if cum.shape[0] != n or freq.shape[0] != n:
+        raise ValueError(f"cum, freq and data must have one entry per byte: {cum.shape[0]}, {freq.shape[0]}, {n}")
+    seg_off = check_offsets("seg_off", seg_off, n)
+    bad = _first_bad_position(cum, freq)
+    if bad >= 0:
+        raise ValueError(
+            f"position {bad}: cum={cum[bad]} freq={freq[bad]} is not a valid interval of [0, {PROB_TOTAL})"
+        )
+    return data, cum, freq, seg_off
+
+
 def encode(data, cum, freq, seg_off, config: CoderConfig = CoderConfig(), threads: int = 1) -> Windows:
     """Code S segments into equal-information windows.
 
@@ -119,20 +139,7 @@ def encode(data, cum, freq, seg_off, config: CoderConfig = CoderConfig(), thread
     """
     if not config.windowed:
         raise ValueError("window_bits=0 codes a segment as one stream: use coder.encode_streams")
-    data = np.ascontiguousarray(data)
-    if data.dtype != np.uint8 or data.ndim != 1:
-        raise TypeError(f"data: expected a 1-D uint8 array, got {data.dtype} {data.shape}")
-    n = data.shape[0]
-    cum = _int_array("cum", cum, 1, np.int32)
-    freq = _int_array("freq", freq, 1, np.int32)
-    if cum.shape[0] != n or freq.shape[0] != n:
-        raise ValueError(f"cum, freq and data must have one entry per byte: {cum.shape[0]}, {freq.shape[0]}, {n}")
-    seg_off = check_offsets("seg_off", seg_off, n)
-    bad = _first_bad_position(cum, freq)
-    if bad >= 0:
-        raise ValueError(
-            f"position {bad}: cum={cum[bad]} freq={freq[bad]} is not a valid interval of [0, {PROB_TOTAL})"
-        )
+    data, cum, freq, seg_off = check_coding_inputs(data, cum, freq, seg_off, np.int32)
     limit = config.max_window_bytes or _NO_LIMIT
     groups = _split(seg_off, threads)
 

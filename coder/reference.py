@@ -50,6 +50,19 @@ class Interval:
         return None
 
 
+def _symbol_at(cur: Interval, row: list[int], value: int) -> tuple[int, int, int]:
+    """The byte whose sub-interval of cur holds value: (byte, cum, freq)."""
+    assert len(row) == 256 and sum(row) == PROB_TOTAL and min(row) >= 1
+    q = (value - cur.low) // (cur.rng >> PROB_BITS)
+    assert 0 <= q < PROB_TOTAL, "code outside the distribution"
+    c = 0
+    for sym, f in enumerate(row):
+        if c + f > q:
+            return sym, c, f
+        c += f
+    raise AssertionError("unreachable: the row sums to PROB_TOTAL")
+
+
 def window_loop(segment: bytes, next_freq, window_bits: int, max_window_bytes: int = 0) -> tuple[list[int], list[int]]:
     """Equal-information windows of one segment, from the definition. next_freq(prev, n)
     is the frequency row (256 ints) for the n-th byte of a window, prev the byte before
@@ -127,16 +140,7 @@ class ReferenceCoder:
             cur = Interval(self.window_bits)
             value = code * cur.step
             for _ in range(n):
-                row = freq_rows[len(out)]
-                assert len(row) == 256 and sum(row) == PROB_TOTAL and min(row) >= 1
-                r = cur.rng >> PROB_BITS
-                q = (value - cur.low) // r
-                assert 0 <= q < PROB_TOTAL, "code outside the distribution"
-                c = 0
-                for sym, f in enumerate(row):
-                    if c + f > q:
-                        break
-                    c += f
+                sym, c, f = _symbol_at(cur, freq_rows[len(out)], value)
                 nxt = cur.narrowed(c, f)
                 value <<= nxt.scale - cur.scale
                 assert nxt.low <= value < nxt.low + nxt.rng
@@ -169,16 +173,8 @@ def stream_decode(freq_rows: list[list[int]], code: int, bits: int) -> bytes:
     out = bytearray()
     cur = Interval(window_bits=0)
     for row in freq_rows:
-        assert len(row) == 256 and sum(row) == PROB_TOTAL and min(row) >= 1
         value = (code << cur.scale) >> bits  # the code point, zero-padded, in current units (floor)
-        r = cur.rng >> PROB_BITS
-        q = (value - cur.low) // r
-        assert 0 <= q < PROB_TOTAL, "code outside the distribution"
-        c = 0
-        for sym, f in enumerate(row):
-            if c + f > q:
-                break
-            c += f
+        sym, c, f = _symbol_at(cur, row, value)
         cur = cur.narrowed(c, f)
         out.append(sym)
     return bytes(out)

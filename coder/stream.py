@@ -20,7 +20,7 @@ from dataclasses import dataclass
 import numpy as np
 from numba import njit
 
-from .api import Packed, _first_bad_position, _int_array, check_offsets
+from .api import Packed, _int_array, check_coding_inputs, check_offsets
 from .constants import ALPHABET, PROB_BITS, PROB_TOTAL, RENORM_FLOOR_BITS, RENORM_SHIFT, STATE_BITS, SYMBOL_BITS_CHOICES
 
 _TOP = np.int64(1) << STATE_BITS
@@ -180,18 +180,8 @@ def decode_stream_kernel(freq, bits, byte_off, seg_off, out):
 def encode_streams(data, cum, freq, seg_off) -> Streams:
     """One code per segment (no windows). data: uint8 [N]; cum, freq: [N] each byte's
     cumulative frequency and frequency (`coder.quantize`); seg_off: [S + 1] offsets."""
-    data = np.ascontiguousarray(data)
-    if data.dtype != np.uint8 or data.ndim != 1:
-        raise TypeError(f"data: expected a 1-D uint8 array, got {data.dtype} {data.shape}")
+    data, cum, freq, seg_off = check_coding_inputs(data, cum, freq, seg_off, np.int64)
     n = data.shape[0]
-    cum = _int_array("cum", cum, 1, np.int64)
-    freq = _int_array("freq", freq, 1, np.int64)
-    if cum.shape[0] != n or freq.shape[0] != n:
-        raise ValueError(f"cum, freq and data must have one entry per byte: {cum.shape[0]}, {freq.shape[0]}, {n}")
-    seg_off = check_offsets("seg_off", seg_off, n)
-    bad = _first_bad_position(cum, freq)
-    if bad >= 0:
-        raise ValueError(f"position {bad}: cum={cum[bad]} freq={freq[bad]} is not a valid interval of [0, {PROB_TOTAL})")
     n_seg = seg_off.shape[0] - 1
     out = np.zeros(2 * n + 9 * n_seg + 16, np.uint8)  # a byte adds at most 16 bits; a code's end at most 9 bytes
     byte_off = np.zeros(n_seg + 1, np.int64)

@@ -125,9 +125,13 @@ class ActorContext:
         t0 = time.perf_counter()
         cfg = self.cfg
         plan = SamplePlan.of(tasks, cfg)
-        read = ray.remote(sample_shard).options(num_cpus=cfg.run.shard_cpus, resources=cfg.run.shard_resources,
-                                                max_retries=cfg.run.max_retries)
-        parts = ray.get([read.remote(t, cfg, plan.share_bytes, plan.doc_bytes, plan.scan_bytes) for t in plan.shards])
+        args = (cfg, plan.share_bytes, plan.doc_bytes, plan.scan_bytes)
+        if plan.read_here:  # a few MB: reading them here beats starting worker processes
+            parts = [sample_shard(t, *args) for t in plan.shards]
+        else:
+            read = ray.remote(sample_shard).options(num_cpus=cfg.run.shard_cpus, resources=cfg.run.shard_resources,
+                                                    max_retries=cfg.run.max_retries)
+            parts = ray.get([read.remote(t, *args) for t in plan.shards])
         docs = deal([d for p in parts for d in p], len(self.models))
         hs = undeal(ray.get([m.entropies.remote(d) for m, d in zip(self.models, docs)]))
         return thresholds(plan, parts, hs, cfg.segment.percentile, self.meta["fingerprint"], t0)
@@ -143,20 +147,27 @@ class ActorContext:
             tqdm(desc="docs", unit="doc", disable=not show, file=sys.stderr, position=1),
             tqdm(desc="bytes", unit="B", unit_scale=True, disable=not show, file=sys.stderr, position=2),
         ]
-        queue = [(g, 0) for g in groups]
+        queue = [(g, 0, 0.0) for g in groups]  # (group, attempt, not before: a retry waits out its backoff)
         if self.metrics:
             self.metrics.start(sum(map(len, groups)))
         inflight: dict = {}
         n = 0
         last = (0, 0)
         while queue or inflight:
-            while queue and len(inflight) < cfg.run.shard_workers:
-                task, attempt = queue.pop(0)
+            ready = [q for q in queue if q[2] <= time.monotonic()]
+            while ready and len(inflight) < cfg.run.shard_workers:
+                item = ready.pop(0)
+                queue.remove(item)
+                task, attempt, _ = item
                 model = self.models[n % len(self.models)] if self.models else None
                 n += 1
                 ref = self.task_fn.remote(task, cfg, model, self.caches, thresholds, meta, self.progress)
                 inflight[ref] = (task, attempt)
-            done, _ = ray.wait(list(inflight), num_returns=1, timeout=0.5)
+            if inflight:
+                done, _ = ray.wait(list(inflight), num_returns=1, timeout=0.5)
+            else:  # only retries waiting out their backoff
+                done = []
+                time.sleep(0.1)
             docs, nbytes = ray.get(self.progress.get.remote())
             bars[1].update(docs - last[0])
             bars[2].update(nbytes - last[1])
@@ -168,9 +179,9 @@ class ActorContext:
                 try:
                     results = ray.get(ref)
                 except Exception as e:  # noqa: BLE001 - worker/actor/storage failure: retry, then fail
-                    if attempt < cfg.run.max_retries:
-                        queue.append((group, attempt + 1))
-                        time.sleep(min(2.0 * (attempt + 1), 10.0))
+                    if attempt < cfg.run.max_retries:  # later, without holding up the other shards
+                        backoff = min(cfg.run.retry_backoff_s * (attempt + 1), 5 * cfg.run.retry_backoff_s)
+                        queue.append((group, attempt + 1, time.monotonic() + backoff))
                         continue
                     results = [mark_failed(t, cfg, _root_cause(e)) for t in group]
                 bars[0].update(len(results))

@@ -7,7 +7,9 @@ here is spread by hashing, so it does not depend on listing order:
 - from each, the documents whose (shard, row) hash lowest, up to an equal share of
   `run.calibration_bytes` (one shard, however odd, weighs at most that share);
 - each document cut to `run.calibration_doc_bytes` (one huge file does not fill a share);
-- a shard is read up to `run.calibration_scan_bytes` of documents (a sample, not a pass).
+- a shard is read up to `run.calibration_scan_bytes` of documents (a sample, not a pass);
+- the shards are read by parallel tasks, or by the driver when all of them together are
+  under `run.calibration_local_bytes` (starting workers costs more than reading a few MB).
 
 The same input and settings give the same sample. Reading the shards is the caller's to
 spread (Ray tasks in a job), and so is computing the entropies (every model actor takes
@@ -42,13 +44,21 @@ class SamplePlan:
     doc_bytes: int
     scan_bytes: int
 
+    read_here_bytes: int = 0
+
+    @property
+    def read_here(self) -> bool:
+        """Small enough to read in the driver rather than in parallel tasks."""
+        return sum(min(t.size, self.scan_bytes) for t in self.shards) <= self.read_here_bytes
+
     @classmethod
     def of(cls, tasks: list[ShardTask], cfg: JobConfig) -> SamplePlan:
         r = cfg.run
         chosen = sorted(tasks, key=lambda t: _rank("shard", t.name))[: max(1, r.calibration_shards)]
         chosen.sort(key=lambda t: t.index)
         share = max(1, r.calibration_bytes // max(1, len(chosen)))
-        return cls(chosen, share, max(1, min(r.calibration_doc_bytes, share)), max(share, r.calibration_scan_bytes))
+        return cls(chosen, share, max(1, min(r.calibration_doc_bytes, share)), max(share, r.calibration_scan_bytes),
+                   r.calibration_local_bytes)
 
 
 def sample_shard(task: ShardTask, cfg: JobConfig, share_bytes: int, doc_bytes: int, scan_bytes: int) -> list[bytes]:

@@ -64,10 +64,12 @@ class RunConfig:
     group_bytes: int = 1 << 20  # ... up to this many bytes (on storage) per task
     worker_memory_bytes: int = 4 << 30  # a shard worker above this RSS fails its shard with a clear reason
     max_retries: int = 2  # per shard, on worker, actor or storage failure
+    retry_backoff_s: float = 2.0  # a retry starts this many seconds x its attempt later (at most 5x)
     calibration_bytes: int = 1 << 20  # sample size for the segmentation thresholds (pipeline.calibration)
     calibration_shards: int = 64  # ... from up to this many shards, chosen by hash, an equal share each
     calibration_doc_bytes: int = 16 << 10  # ... each document cut to this
     calibration_scan_bytes: int = 64 << 20  # ... reading at most this much of a shard
+    calibration_local_bytes: int = 16 << 20  # ... in the driver when the chosen shards hold less, else in tasks
     progress: bool = True
     metrics: bool = True  # Ray metrics (pipeline.metrics); a local cluster then serves its dashboard on loopback
     dashboard_port: int = 8265  # the local cluster's dashboard (127.0.0.1 only)

@@ -26,7 +26,7 @@ from tests.procs import BIN, env, free_port, started, stop
 
 pytestmark = pytest.mark.slow
 SECRET = "fake-secret-key-for-tests-d41d8cd98f00b204"
-SLOW = ("run.batch_bytes=1500", "run.max_retries=3", "cache.shards=2", "run.small_shard_bytes=0")
+SLOW = ("run.batch_bytes=1500", "run.max_retries=3", "run.retry_backoff_s=0.2", "cache.shards=2", "run.small_shard_bytes=0")
 
 
 @pytest.fixture(scope="module")

@@ -37,10 +37,10 @@ def write_corpus(d):
                    d / "badutf8.parquet")
     (d / "empty.jsonl").write_bytes(b"")
     (d / "random.jsonl").write_bytes(os.urandom(20_000))
-    with open(d / "huge.jsonl", "w") as f:  # one 50 MB document: over the configured max_document_bytes
-        f.write(json.dumps({"id": "huge", "content": "z = 0  # " * (50_000_000 // 9)}) + "\n")
+    with open(d / "huge.jsonl", "w") as f:  # one 12 MB document: over the configured max_document_bytes (8 MB)
+        f.write(json.dumps({"id": "huge", "content": "z = 0  # " * (12_000_000 // 9)}) + "\n")
         f.write(json.dumps({"id": "after-huge", "content": "print('still here')\n"}) + "\n")
-    long_line = "".join(f"v{i} = {i}; " for i in range(120_000))[: 1_200_000]  # a 1.2 MB single line: 3 slices
+    long_line = "".join(f"v{i} = {i}; " for i in range(60_000))[:600_000]  # a 600 KB single line: 3 slices
     (d / "oneline.jsonl").write_text(json.dumps({"id": "oneline", "content": long_line}) + "\n")
     return {"truncated", "corrupt", "wrongtype"}  # files that cannot be read as a whole
 
@@ -50,7 +50,7 @@ def test_hostile_corpus(tmp_path):
     torch.manual_seed(0)  # the smallest model that runs the whole job: this test is about input, not compression
     ckpt = tiny_checkpoint(tmp_path / "micro.pt", ByteLM(ModelConfig(block_size=128, n_layer=1, n_head=1, n_embd=32)))
     cfg = job_config(str(tmp_path / "in"), str(tmp_path / "out"), ckpt, "reader.max_document_bytes=8000000",
-                     "engine.lanes=2048", "engine.group=1024", "segment.call_positions=32768", "run.doc_slice_bytes=500000", "run.batch_bytes=200000",
+                     "engine.lanes=2048", "engine.group=1024", "segment.call_positions=32768", "run.doc_slice_bytes=250000", "run.batch_bytes=200000",
                      "run.torch_threads=2")
     init_local_ray(num_cpus=2, logging_level="ERROR")
     try:
@@ -78,6 +78,6 @@ def test_hostile_corpus(tmp_path):
     assert rows["huge"] == ["after-huge"] and rows["oneline"] == ["oneline"] and rows["empty"] == rows["random"] == []
     assert reasons["random"] and all(r.startswith(("not JSON", "row is a JSON")) for r in reasons["random"])
     assert len(rows["good"]) == 30 and len(rows["nul"]) == 1 and len(rows["badutf8"]) == 2
-    # Everything that was compressed decodes back exactly (the 2.5 MB line included).
+    # Everything that was compressed decodes back exactly (the 600 KB line included).
     rep = verify_output(cfg, sample=10_000)
     assert rep["ok"] and rep["checked_docs"] == sum(map(len, rows.values()))

@@ -54,7 +54,8 @@ def done_run(cluster, ckpt, tmp_path_factory):
     root = tmp_path_factory.mktemp("job")
     make_input(root / "in", n_shards=3)
     cfg = job_config(str(root / "in"), str(root / "out"), ckpt, "run.model_resources={gpu_node: 1}",
-                     "run.shard_resources={cpu_node: 0.01}", "run.metrics=true")
+                     "run.shard_resources={cpu_node: 0.01}", "run.metrics=true",
+                     "run.calibration_local_bytes=0")  # the sample read by Ray tasks, as on a cluster
     summary = run_job(cfg, log=lambda m: None)
     return cfg, summary, root
 
@@ -83,6 +84,9 @@ def test_run_writes_reconciled_verified_parquet(done_run):
         rows += t.num_rows
     assert rows == summary.docs_out
     assert (root / "out" / "config.yaml").exists() and (root / "out" / "thresholds.json").exists()
+    th = json.loads((root / "out" / "thresholds.json").read_text())
+    assert th["sample_shards"] == ["part-00000", "part-00001", "part-00002"] and th["sample_seconds"] > 0
+    assert summary.calibration["sample_bytes"] == th["sample_bytes"] > 0 and "thresholds:" in summary.text()
     manifest = json.loads((root / "out" / "manifest.json").read_text())
     assert {s["status"] for s in manifest["shards"].values()} == {"done"}
     rep = verify_output(cfg, sample=1000)
@@ -157,23 +161,21 @@ def test_second_run_skips_and_rerun_is_byte_identical(done_run):
 
 def test_a_new_slice_starts_warm_from_an_earlier_output(done_run, ckpt, tmp_path):
     """The next slice of the corpus, written elsewhere, starts from the entries the first
-    run kept: more hits than a cold start, and the same bytes."""
+    run kept. The slice is one model call, so a cold start could find nothing in the
+    cache (its distinct segments are looked up once, in an empty cache): every hit is
+    the earlier run's. (That warm runs write the same bytes: the rerun test above;
+    cold against warm on more code: `python -m pipeline.bench_cache`.)"""
     _, first, root = done_run
     other = take_bytes([f for f in stdlib_files("heldout") if 6000 <= len(f.text) < 9000], 12_000)  # not in the first slice
     write_shards(other, tmp_path / "in", 1, "jsonl")
-    runs = {}
-    for kind, extra in (("cold", ()), ("warm", (f"cache.warm_from={root / 'out' / '_cache'}",))):
-        out = tmp_path / kind
-        out.mkdir()  # the corpus's thresholds, from the first slice
-        (out / "thresholds.json").write_bytes((root / "out" / "thresholds.json").read_bytes())
-        runs[kind] = run_job(job_config(str(tmp_path / "in"), str(out), ckpt, *extra), log=lambda m: None)
-    cold, warm = runs["cold"], runs["warm"]
-    print(f"\nsegment cache hit rate on a new slice: cold {cold.cache_hit_rate:.1%}, warm {warm.cache_hit_rate:.1%} "
-          f"({warm.cache_loaded['entries']} entries kept by the first run)")
-    assert cold.cache_loaded["entries"] == 0 and warm.cache_loaded["entries"] > 0 and first.cache_kept["entries"] > 0
-    assert warm.cache_hit_rate > cold.cache_hit_rate
-    assert {p.name: sha256(p) for p in (tmp_path / "warm" / "shards").iterdir()} == \
-        {p.name: sha256(p) for p in (tmp_path / "cold" / "shards").iterdir()}
+    (tmp_path / "out").mkdir()  # the corpus's thresholds, from the first slice
+    (tmp_path / "out" / "thresholds.json").write_bytes((root / "out" / "thresholds.json").read_bytes())
+    warm = run_job(job_config(str(tmp_path / "in"), str(tmp_path / "out"), ckpt, "run.batch_bytes=1000000",
+                              f"cache.warm_from={root / 'out' / '_cache'}"), log=lambda m: None)
+    print(f"\nsegment cache hit rate on a new slice, warm: {warm.cache_hit_rate:.1%} "
+          f"({warm.cache_loaded['entries']} entries kept by earlier runs)")
+    assert warm.shards_done == 1 and warm.cache_loaded["entries"] > 0 and first.cache_kept["entries"] > 0
+    assert warm.cache_hits > 0 and warm.segments > warm.unique_segments  # one call: repeats were de-duplicated
 
 
 def test_bad_shards_are_quarantined_and_rows_rejected(cluster, ckpt, tmp_path):
