@@ -126,7 +126,7 @@ def test_killed_driver_then_resubmit(setup, tmp_path):
     assert 1 <= done_before < 4
     seen_partial += check_no_partial(out)
     assert not seen_partial, seen_partial
-    cfg = job_config(str(root / "in"), str(out), ckpt, *SLOW)
+    cfg = job_config(str(root / "in"), str(out), ckpt)  # the same content settings, at full speed
     s = run_job(cfg, log=lambda m: None)
     assert s.shards_skipped == done_before and s.shards_done == 4 - done_before
     assert shard_hashes(out) == ref
@@ -163,7 +163,7 @@ def test_object_store_down_mid_write(setup, tmp_path, monkeypatch, capfd):
         fs.mkdir("corpus")
         for p in sorted((root / "in").iterdir()):
             fs.put_file(str(p), f"corpus/in/{p.name}")
-        from_s3 = job_config("s3://corpus/in", "s3://corpus/out", ckpt, *SLOW, storage_options=so)
+        from_s3 = job_config("s3://corpus/in", "s3://corpus/out", ckpt, storage_options=so)
         assert run_job(from_s3, log=lambda m: None).shards_done == 4
         assert run_job(from_s3, log=lambda m: None).shards_skipped == 4
         rep = verify_output(from_s3, sample=5)
@@ -209,7 +209,7 @@ def test_object_store_down_mid_write(setup, tmp_path, monkeypatch, capfd):
         for reason in s.failed.values():
             assert SECRET not in reason
         # A resubmission finishes the job; the store lost what it had before the outage.
-        again = run_job(cfg, log=lambda m: None)
+        again = run_job(job_config(str(root / "in"), "s3://out/run", ckpt, storage_options=so), log=lambda m: None)
         assert again.shards_failed == 0
         fs.invalidate_cache()
         got = {p.rsplit("/", 1)[-1]: hashlib.sha256(fs.cat_file(p)).hexdigest() for p in fs.ls("out/run/shards")}

@@ -6,7 +6,6 @@ import json
 import os
 import re
 import subprocess
-import sys
 import time
 import urllib.request
 from pathlib import Path
@@ -28,6 +27,7 @@ from pipeline.shard import ShardTask
 from pipeline.verify import verify_output
 from tests.pipeline_fixtures import job_config, make_input, sha256, tiny_checkpoint
 from tests.procs import free_port
+from tests.venvs import make_venv
 
 pytestmark = pytest.mark.slow
 
@@ -314,12 +314,8 @@ def test_trainer_package_reads_output_in_a_venv_of_its_own(done_run, tmp_path):
     """A trainer installs only ./trainer (torch, numpy, pyarrow, fsspec): it reads the
     pipeline's output there, its own tests pass there, and the service is not there."""
     repo = Path(__file__).resolve().parents[1]
-    venv = tmp_path / "venv"
-    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
-    py = str(venv / "bin" / "python")
     env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "PYTHONDONTWRITEBYTECODE", "VIRTUAL_ENV")}
-    subprocess.run([py, "-m", "pip", "install", "-q", "--no-compile", "-c", str(repo / "constraints.txt"),
-                    str(repo / "trainer"), "pytest"], check=True, env=env, cwd=tmp_path)
+    py = make_venv(tmp_path / "venv", repo / "trainer", "proxytrain", ["pytest"], str(repo / "constraints.txt"), env)
     out = subprocess.run([py, "-c", READ_IN_TRAINER_VENV, str(done_run[2] / "out" / "shards")], check=True,
                          env=env, cwd=tmp_path, capture_output=True, text=True).stdout
     got = json.loads(out.strip().splitlines()[-1])
