@@ -48,10 +48,11 @@ class LocalSegmentCache:
                 self.evictions += 1
 
     def hottest(self, max_bytes: int) -> list[tuple[bytes, bytes, int]]:
-        """(key, entry, hits) of the most used entries (the most recent first among
-        equals), up to max_bytes of entries; entries never hit are not worth keeping."""
+        """(key, entry, hits) of the most used entries, the most recent first among
+        equals, up to max_bytes of entries. Entries never hit come last but count: the
+        next slice of a corpus shares segments that this one saw only once."""
         with self._lock:
-            recent_first = [(k, self._hits[k]) for k in reversed(self._d) if k in self._hits]
+            recent_first = [(k, self._hits.get(k, 0)) for k in reversed(self._d)]
             out, size = [], 0
             for k, hits in sorted(recent_first, key=lambda kv: -kv[1]):  # a stable sort
                 v = self._d[k]

@@ -82,7 +82,7 @@ class ShardedCache:
     def hottest(self, max_bytes: int) -> list[tuple[bytes, bytes, int]]:
         """The most used entries of every shard, max_bytes in all."""
         parts = self._each("hottest", [max_bytes // len(self.shards)] * len(self.shards))
-        return [item for part in parts for item in part]
+        return sorted((item for part in parts for item in part), key=lambda item: -item[2])  # stable: recency kept
 
     def load(self, items: list[tuple[bytes, bytes, int]]) -> int:
         """Entries kept by an earlier run, each to its owner; waits until all are in."""

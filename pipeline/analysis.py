@@ -23,7 +23,7 @@ from rapidfuzz.distance import Levenshtein
 from tokenizers import Tokenizer
 
 from compressor_model import ablation
-from compressor_model.config import EngineConfig, Precision, SegmentConfig
+from compressor_model.config import EngineConfig, Precision, SegmentConfig, Thresholds
 from compressor_model.corpus import ReaderConfig
 from compressor_model.engine import NeuralCompressor
 from compressor_model.segment import calibrate_thresholds
@@ -33,7 +33,7 @@ from .calibration import sample_in_process
 from .compressors import train_tokenizer
 from .config import JobConfig, RunConfig
 from .model_service import read_checkpoint
-from .output import exists, join
+from .output import exists, join, read_json
 from .plan import plan_tasks
 
 
@@ -57,6 +57,15 @@ class AnalysisConfig:
     precision: Precision = Precision.AUTO
 
 
+def _output_thresholds(url: str, comp: NeuralCompressor, storage_options: dict | None) -> Thresholds | None:
+    """An output's own thresholds, when it is an output made with this model."""
+    path = join(url, "thresholds.json")
+    if not exists(path, storage_options or {}):
+        return None
+    th = Thresholds(**read_json(path, storage_options or {}))
+    return th if th.fingerprint == comp.fingerprint else None
+
+
 def sample(url: str, cfg: AnalysisConfig, storage_options: dict | None = None) -> list[bytes]:
     """Documents from a corpus, or from a finished output's Parquet (`raw` column)."""
     so = storage_options or {}
@@ -73,7 +82,7 @@ def compressor(cfg: AnalysisConfig, storage_options: dict | None = None) -> Neur
                                  SegmentConfig())
 
 
-def ablations(docs: list[bytes], comp: NeuralCompressor, cfg: AnalysisConfig) -> dict:
+def ablations(docs: list[bytes], comp: NeuralCompressor, cfg: AnalysisConfig, th: Thresholds | None = None) -> dict:
     return ablation.run(comp, docs)
 
 
@@ -81,15 +90,15 @@ def delete_chars(text: str, share: float, rng: random.Random) -> str:
     return "".join(c for c in text if rng.random() >= share)
 
 
-def stability(docs: list[bytes], comp: NeuralCompressor, cfg: AnalysisConfig, storage_options: dict | None = None) -> dict:
+def stability(docs: list[bytes], comp: NeuralCompressor, cfg: AnalysisConfig, th: Thresholds | None = None) -> dict:
     """Normalized Levenshtein distance between each document's symbols before and after
     deleting `deletion` of its characters at random (seeded), per compressor."""
     rng = random.Random(cfg.seed)
     texts = [d.decode("utf-8", "replace") for d in docs]
     edited = [delete_chars(t, cfg.deletion, rng).encode() for t in texts]
     before = [t.encode() for t in texts]
-    tok = _tokenizer(cfg, storage_options)
-    th = calibrate_thresholds(comp.entropies(before), comp.seg_cfg.percentile, comp.fingerprint)
+    tok = _tokenizer(cfg)
+    th = th or calibrate_thresholds(comp.entropies(before), comp.seg_cfg.percentile, comp.fingerprint)
     symbols = {
         "neural": lambda ds: [r.symbols.tolist() for r in comp.compress(ds, th)],
         "tokenizer": lambda ds: [tok.encode(d.decode("utf-8", "replace")).ids for d in ds],
@@ -107,9 +116,9 @@ def stability(docs: list[bytes], comp: NeuralCompressor, cfg: AnalysisConfig, st
             "paper_order": ["tokenizer", "neural", "gzip"]}
 
 
-def _tokenizer(cfg: AnalysisConfig, storage_options: dict | None = None) -> Tokenizer:
+def _tokenizer(cfg: AnalysisConfig) -> Tokenizer:
     if cfg.tokenizer:
-        with fsspec.open(cfg.tokenizer, "r", **(storage_options or {})) as f:
+        with fsspec.open(cfg.tokenizer, "r") as f:
             return Tokenizer.from_str(f.read())
     return train_tokenizer([f.text for f in take_bytes(stdlib_files("train"), cfg.tokenizer_train_bytes)], 8192)
 
@@ -118,21 +127,23 @@ def lcp(chunks: list[bytes]) -> int:
     return len(os.path.commonprefix(chunks))
 
 
-def collisions(docs: list[bytes], comp: NeuralCompressor, cfg: AnalysisConfig, examples: int = 8) -> dict:
+def collisions(docs: list[bytes], comp: NeuralCompressor, cfg: AnalysisConfig, th: Thresholds | None = None,
+               examples: int = 8) -> dict:
     """Segments grouped by their symbols: a symbol sequence standing for more than one
     distinct chunk is a collision cluster. Its LCP ratio is the prefix all its chunks
     share over their mean length; the share above 0.8 is counted over clusters."""
-    th = calibrate_thresholds(comp.entropies(docs), comp.seg_cfg.percentile, comp.fingerprint)
+    th = th or calibrate_thresholds(comp.entropies(docs), comp.seg_cfg.percentile, comp.fingerprint)
     chunks: dict[tuple, dict[bytes, int]] = defaultdict(lambda: defaultdict(int))
     for d, r in zip(docs, comp.compress(docs, th)):
         for s in range(len(r.seg_off) - 1):
             key = tuple(r.symbols[r.sym_off[s] : r.sym_off[s + 1]].tolist())
             chunks[key][d[r.seg_off[s] : r.seg_off[s + 1]]] += 1
-    clusters = []
+    clusters, pairs = [], []
     for key, variants in chunks.items():
         if len(variants) > 1:
             vs = list(variants)
             ratio = lcp(vs) / (sum(map(len, vs)) / len(vs))
+            pairs += [lcp([a, b]) / ((len(a) + len(b)) / 2) for i, a in enumerate(vs) for b in vs[i + 1 :]]
             clusters.append({"symbols": list(key), "variants": len(vs), "occurrences": sum(variants.values()),
                              "lcp_ratio": ratio, "examples": [v.decode("utf-8", "replace") for v in
                                                               sorted(vs, key=lambda v: -variants[v])[:6]]})
@@ -143,15 +154,17 @@ def collisions(docs: list[bytes], comp: NeuralCompressor, cfg: AnalysisConfig, e
     return {"segments": segs, "distinct_symbol_sequences": len(chunks), "collision_clusters": len(clusters),
             "segments_in_collisions": in_clusters, "share_of_segments_in_collisions": in_clusters / max(1, segs),
             "lcp_ratio_above_0_8": float((ratios > 0.8).mean()) if len(ratios) else None,
-            "lcp_ratio_counted_over": "clusters (a symbol sequence with two or more distinct chunks)",
+            "lcp_ratio_counted_over": "clusters: the prefix all of a cluster's distinct chunks share, over their mean length",
+            "lcp_ratio_above_0_8_pairs": float((np.array(pairs) > 0.8).mean()) if pairs else None,
+            "colliding_pairs": len(pairs),
             "paper_lcp_ratio_above_0_8": 0.9, "lcp_ratios": [round(float(x), 4) for x in ratios],
             "largest": clusters[:examples]}
 
 
-def segments(docs: list[bytes], comp: NeuralCompressor, cfg: AnalysisConfig) -> dict:
+def segments(docs: list[bytes], comp: NeuralCompressor, cfg: AnalysisConfig, th: Thresholds | None = None) -> dict:
     """Segment lengths, windows per segment, bytes per window, per-byte entropy."""
     hs = comp.entropies(docs)
-    th = calibrate_thresholds(hs, comp.seg_cfg.percentile, comp.fingerprint)
+    th = th or calibrate_thresholds(hs, comp.seg_cfg.percentile, comp.fingerprint)
     records = comp.compress(docs, th)
     seg_len = np.concatenate([np.diff(r.seg_off) for r in records])
     win_per = np.concatenate([np.diff(r.win_off) for r in records])
@@ -186,6 +199,8 @@ def analyze(kind: Analysis, url: str, cfg: AnalysisConfig, storage_options: dict
     if not docs:
         raise ValueError(f"{url}: no documents to sample")
     comp = comp or compressor(cfg, storage_options)
-    result = RUNNERS[kind](docs, comp, cfg)
+    th = _output_thresholds(url, comp, storage_options)
+    result = RUNNERS[kind](docs, comp, cfg, th)
     return {"analysis": kind.value, "sample_documents": len(docs), "sample_bytes": sum(map(len, docs)),
+            "thresholds_from": "the output's thresholds.json" if th else "the sample",
             "model": comp.fingerprint, "precision": comp.precision.value, **result}

@@ -61,6 +61,8 @@ def main(argv=None) -> int:
                 ray.shutdown()
 
         first = job(cfg("in-a", "out-a"), calibrate=True)
+        with open(os.path.join(tmp, "out-a", "thresholds.json")) as f:
+            first_th = json.load(f)
         runs = {}
         for kind, extra in (("cold", ()), ("warm", (f"cache.warm_from={json.dumps(os.path.join(tmp, 'out-a', '_cache'))}",))):
             os.makedirs(os.path.join(tmp, f"out-b-{kind}"))
@@ -70,7 +72,9 @@ def main(argv=None) -> int:
                           "entries_loaded": s.cache_loaded.get("entries", 0), "bytes_per_s": round(s.bytes_in / s.wall_s, 1),
                           "bytes_in": s.bytes_in, "distinct_segments_looked_up": s.unique_segments, "cache_hits": s.cache_hits}
         out = {"bench": "warm_cache", "slice_a_bytes": first.bytes_in, "slice_b_bytes": runs["cold"]["bytes_in"],
-               "kept_by_a": first.cache_kept, "a_cache_hit_rate": round(first.cache_hit_rate, 4), **runs,
+               "kept_by_a": first.cache_kept, "a_cache_hit_rate": round(first.cache_hit_rate, 4),
+               "calibration_a": {k: first_th[k] for k in ("sample_bytes", "sample_docs", "sample_shards", "sample_seconds")},
+               **runs,
                "same_bytes_warm_and_cold": _digests(os.path.join(tmp, "out-b-cold")) == _digests(os.path.join(tmp, "out-b-warm")),
                "machine": describe_machine()}
     finally:

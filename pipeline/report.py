@@ -38,10 +38,12 @@ def markdown_table(kind: str, r: dict) -> str:
         lines.append(f"\nmost to least stable: {', '.join(r['most_to_least_stable'])} (paper: {', '.join(r['paper_order'])})")
     elif kind == "collisions":
         share = r["lcp_ratio_above_0_8"]
+        pairs = r["lcp_ratio_above_0_8_pairs"]
         lines = ["| segments | distinct symbol sequences | collision clusters | segments in them | LCP ratio > 0.8 |",
                  "| --- | --- | --- | --- | --- |",
                  f"| {r['segments']:,} | {r['distinct_symbol_sequences']:,} | {r['collision_clusters']:,} | "
-                 f"{r['share_of_segments_in_collisions']:.1%} | {'-' if share is None else f'{share:.1%}'} of clusters |"]
+                 f"{r['share_of_segments_in_collisions']:.1%} | {'-' if share is None else f'{share:.1%}'} of clusters, "
+                 f"{'-' if pairs is None else f'{pairs:.1%}'} of {r['colliding_pairs']:,} pairs |"]
     else:
         lines = ["| | mean | median | p95 | max |", "| --- | --- | --- | --- | --- |"]
         lines += [f"| {k.replace('_', ' ')} | {r[k]['mean']:.2f} | {r[k]['median']:.2f} | {r[k]['p95']:.2f} | {r[k]['max']:.2f} |"
@@ -132,7 +134,7 @@ def _img(png: bytes, alt: str) -> str:
 
 
 CSS = ("body{font-family:system-ui,sans-serif;max-width:1100px;margin:2em auto;color:#222}"
-       "table{border-collapse:collapse;margin:.5em 0 1.5em}td,th{border:1px solid #ccc;padding:3px 8px;text-align:right}"
+       "table{border-collapse:collapse;margin:.5em 0 1.5em;display:block;overflow-x:auto;font-size:90%}td,th{border:1px solid #ccc;padding:3px 8px;text-align:right}"
        "th{background:#f3f3f3}img{max-width:100%;border:1px solid #eee;margin:.5em 0}h2{border-bottom:1px solid #ddd}"
        "pre{background:#f7f7f7;padding:.5em;overflow-x:auto}")
 

@@ -77,7 +77,8 @@ def test_collisions_and_segments(corpus, model):
     shipped = NeuralCompressor.load(None, EngineConfig(precision=Precision.FP32), SegmentConfig())
     c = analyze(Analysis.COLLISIONS, corpus, AnalysisConfig(sample_bytes=3000, doc_bytes=1500), comp=shipped)
     assert c["segments"] >= c["segments_in_collisions"] >= 2 * c["collision_clusters"]
-    assert c["collision_clusters"] > 0 and 0 <= c["lcp_ratio_above_0_8"] <= 1
+    assert c["collision_clusters"] > 0 and 0 <= c["lcp_ratio_above_0_8"] <= 1 and 0 <= c["lcp_ratio_above_0_8_pairs"] <= 1
+    assert c["colliding_pairs"] >= c["collision_clusters"]
     for cluster in c["largest"]:
         assert cluster["variants"] >= 2 and len(set(cluster["examples"])) == len(cluster["examples"])
     s = analyze(Analysis.SEGMENTS, corpus, CFG, comp=model)

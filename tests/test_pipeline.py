@@ -132,6 +132,7 @@ def test_report_is_one_self_contained_page(done_run, tmp_path):
     assert data["counts"]["done"] == 3 and len(data["shards"]) == 3 and data["runs"][0]["run_id"] == summary.run_id
     assert data["runs"][0]["model_busy_fraction"] == pytest.approx(summary.model_busy_fraction)
     assert sorted(out["analyses"]) == sorted(data["analyses"]) == ["ablations", "collisions", "segments", "stability"]
+    assert data["analyses"]["segments"]["thresholds_from"] == "the output's thresholds.json"  # the run's own, marked
     for heading in ("Shards", "Rejects and failures", "Runs", "Thresholds", "Analysis: ablations", "Analysis: stability"):
         assert f">{heading}</h" in page
     assert page.count('src="data:image/png;base64,') == 6  # rates, throughput, four analyses
