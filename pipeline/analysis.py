@@ -194,8 +194,9 @@ RUNNERS = {Analysis.ABLATIONS: ablations, Analysis.STABILITY: stability, Analysi
 
 
 def analyze(kind: Analysis, url: str, cfg: AnalysisConfig, storage_options: dict | None = None,
-            comp: NeuralCompressor | None = None) -> dict:
-    docs = sample(url, cfg, storage_options)
+            comp: NeuralCompressor | None = None, docs: list[bytes] | None = None) -> dict:
+    """One analysis of url's sample (docs: that sample, when the caller took it already)."""
+    docs = sample(url, cfg, storage_options) if docs is None else docs
     if not docs:
         raise ValueError(f"{url}: no documents to sample")
     comp = comp or compressor(cfg, storage_options)

@@ -17,6 +17,7 @@ a lost, stale or corrupt ledger costs requests, not correctness.
 from __future__ import annotations
 
 import json
+from datetime import datetime
 
 import fsspec
 import zstandard
@@ -25,6 +26,14 @@ from .output import join, write_bytes_atomic
 
 KINDS = ("_done", "_failed")
 LEDGER = "_index/markers.json.zst"
+
+
+def _modified(info: dict) -> float | None:
+    """A listing entry's modification time, in seconds since the epoch."""
+    t = info.get("mtime") or info.get("LastModified") or info.get("updated") or info.get("created")
+    if isinstance(t, datetime):
+        return t.timestamp()
+    return float(t) if isinstance(t, (int, float)) else None
 
 
 def _tag(info: dict) -> str:
@@ -40,7 +49,10 @@ class MarkerIndex:
     def __init__(self, output: str, storage_options: dict):
         self.output, self.so = output, storage_options
         self.fs, _ = fsspec.core.url_to_fs(output, **storage_options)
-        self.tags: dict[str, dict[str, str]] = {kind: self._list(kind) for kind in KINDS}
+        listings = {kind: self._list(kind) for kind in KINDS}
+        self.tags: dict[str, dict[str, str]] = {k: {n: _tag(i) for n, i in v.items()} for k, v in listings.items()}
+        self.modified: dict[str, dict[str, float | None]] = {k: {n: _modified(i) for n, i in v.items()}
+                                                             for k, v in listings.items()}
         self.names: dict[str, set[str]] = {kind: set(t) for kind, t in self.tags.items()}
         self._read: dict[tuple[str, str], dict] = {}
         self.fetched = 0  # markers read one by one (not from the ledger) by this index
@@ -49,12 +61,13 @@ class MarkerIndex:
     def _path(self, *parts: str) -> str:
         return fsspec.core.url_to_fs(join(self.output, *parts), **self.so)[1]
 
-    def _list(self, kind: str) -> dict[str, str]:
+    def _list(self, kind: str) -> dict[str, dict]:
+        """name -> listing entry of each marker of this kind."""
         out = {}
         for p, info in self.fs.find(self._path(kind), detail=True).items():
             base = p.rsplit("/", 1)[-1]
             if base.endswith(".json") and not base.startswith("."):  # ".tmp-..." is a write in progress
-                out[base[: -len(".json")]] = _tag(info)
+                out[base[: -len(".json")]] = info
         return out
 
     def _load_ledger(self) -> None:

@@ -51,6 +51,7 @@ class JobMetrics:
         self._window_s = window_s
         self._seen = (0, 0)
         self._cache = Counts()
+        self._remaining = 0
 
     def start(self, shards: int) -> None:
         self.shards_remaining.set(shards)

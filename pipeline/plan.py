@@ -104,12 +104,13 @@ def check_output(index: MarkerIndex, cfg: JobConfig, namespace: str, tasks: list
         )
 
 
-def shard_status(cfg: JobConfig) -> dict:
-    """Done / failed / pending per input shard, from the markers (the source of truth)."""
+def shard_status(cfg: JobConfig, index: MarkerIndex | None = None) -> dict:
+    """Done / failed / pending per input shard, from the markers (the source of truth);
+    `index`: the output's markers, when the caller listed them already."""
     with ThreadPoolExecutor(1) as pool:  # the output's listings while the input is listed
-        listing = pool.submit(MarkerIndex, cfg.output, cfg.storage_options)
+        listing = pool.submit(MarkerIndex, cfg.output, cfg.storage_options) if index is None else None
         tasks = plan_tasks(cfg)
-        index = listing.result()
+        index = index or listing.result()
     names = [t.name for t in tasks]
     done = index.markers("_done", [n for n in names if n in index.done])
     failed = index.markers("_failed", [n for n in names if n in index.failed])

@@ -12,15 +12,13 @@ import json
 import os
 import time
 from dataclasses import replace
-from datetime import datetime
 
 import fsspec
 import numpy as np
 
 from .plots import COLORS, PLOTS, plt, png
-from .analysis import Analysis, AnalysisConfig, analyze, compressor
+from .analysis import Analysis, AnalysisConfig, analyze, compressor, sample
 from .markers import MarkerIndex
-from .output import join
 from .plan import output_config, shard_status
 from .redact import redact
 
@@ -51,27 +49,17 @@ def markdown_table(kind: str, r: dict) -> str:
     return "\n".join(lines)
 
 
-def _epoch(info: dict) -> float | None:
-    t = info.get("mtime") or info.get("LastModified") or info.get("updated") or info.get("created")
-    if isinstance(t, datetime):
-        return t.timestamp()
-    if isinstance(t, (int, float)):
-        return float(t)
-    return None
-
-
 def gather(output: str, so: dict) -> dict:
     """What the output's markers, stats, run summaries and thresholds say."""
     cfg = output_config(output, so)
     fs, root = fsspec.core.url_to_fs(output, **so)
-    st = shard_status(cfg)
     index = MarkerIndex(output, so)
+    st = shard_status(cfg, index)
     markers = index.markers("_done", st["done"])
     stats_paths = {f"{root.rstrip('/')}/_stats/{n}.json": n for n in st["done"]}
     stats = {stats_paths[p]: json.loads(d) for p, d in fs.cat(list(stats_paths), on_error="return").items()
              if isinstance(d, bytes)} if stats_paths else {}
-    done_info = fs.find(f"{root.rstrip('/')}/_done", detail=True) if st["done"] else {}
-    finished = {p.rsplit("/", 1)[-1][: -len(".json")]: _epoch(i) for p, i in done_info.items() if p.endswith(".json")}
+    finished = index.modified["_done"]
     shards = []
     for n in st["done"]:
         m, s = markers.get(n, {}), stats.get(n, {})
@@ -181,9 +169,10 @@ def write_report(output: str, dest: str, so: dict | None = None, cfg: AnalysisCo
     if g["compressor"] == "neural" and g["counts"]["done"]:
         cfg = replace(cfg, checkpoint=cfg.checkpoint or g["checkpoint"])
         comp = compressor(cfg, so)
+        docs = sample(output, cfg, so)  # one sample for every analysis
         for kind in kinds:
             log(f"analysis {kind.value} on a sample of the output")
-            analyses[kind.value] = analyze(kind, output, cfg, so, comp)
+            analyses[kind.value] = analyze(kind, output, cfg, so, comp, docs)
             figures[kind.value] = PLOTS[kind.value](analyses[kind.value])
     os.makedirs(dest, exist_ok=True)
     page, data = os.path.join(dest, "report.html"), os.path.join(dest, "report.json")
