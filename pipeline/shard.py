@@ -21,7 +21,7 @@ from compressor_model.records import Counts, DocRecord
 
 from .compressors import Backend
 from .config import JobConfig
-from .output import OutRow, ShardWriter, join, schema, write_bytes_atomic, write_json_atomic
+from .output import OutRow, ShardWriter, join, remove, schema, write_bytes_atomic, write_json_atomic
 from .redact import redact
 
 
@@ -335,21 +335,36 @@ def process_shards(tasks: list[ShardTask], cfg: JobConfig, backend: Backend, cac
 
 def commit_marker(task: ShardTask, cfg: JobConfig, res: ShardResult, meta: dict) -> None:
     """Stats, then the completion marker (last: it is what makes the shard done). The
-    Parquet is looked up first: a store that lost it since the upload (restarted empty,
-    a bucket emptied by hand) must not get a marker for it; the error makes the task
-    retry, which writes both again."""
+    Parquet is looked up before the marker is written and again after: a store that lost
+    it (restarted empty, a bucket emptied by hand) must not keep a marker for it. The
+    second look matters because the marker's upload retries through an outage and can
+    land in a store that came back without the Parquet. The error makes the task retry,
+    which writes both again."""
     fs, path = fsspec.core.url_to_fs(task.out(cfg, "shards"), **cfg.storage_options)
-    fs.invalidate_cache(path)
-    size = fs.info(path).get("size")  # FileNotFoundError when it is gone
-    if size != res.parquet.get("bytes"):
-        raise OSError(f"{redact(task.out(cfg, 'shards'))}: {size} bytes in the store, {res.parquet.get('bytes')} were written")
+    _check_committed(fs, path, task, cfg, res)
     write_json_atomic(task.out(cfg, "_stats"), asdict(res), cfg.storage_options)
     marker = {
         "name": task.name, "input": redact(task.input_url), "rows": res.docs_out, "rejects": res.rejects,
         "docs_in": res.docs_in, "bytes_in": res.bytes_in, "symbols_out": res.symbols_out,
         "parquet": res.parquet, "namespace": meta.get("namespace"), "fingerprint": meta.get("fingerprint"),
     }
-    write_json_atomic(task.out(cfg, "_done"), marker, cfg.storage_options)
+    done = task.out(cfg, "_done")
+    write_json_atomic(done, marker, cfg.storage_options)
+    try:
+        _check_committed(fs, path, task, cfg, res)
+    except OSError:
+        remove(done, cfg.storage_options)
+        raise
+
+
+def _check_committed(fs, path: str, task: ShardTask, cfg: JobConfig, res: ShardResult) -> None:
+    fs.invalidate_cache(path)
+    try:
+        size = fs.info(path).get("size")
+    except FileNotFoundError:
+        size = None
+    if size != res.parquet.get("bytes"):
+        raise OSError(f"{redact(task.out(cfg, 'shards'))}: {size} bytes in the store, {res.parquet.get('bytes')} were written")
 
 
 def mark_failed(task: ShardTask, cfg: JobConfig, err: BaseException) -> ShardResult:

@@ -99,3 +99,37 @@ def test_ledger_spares_reading_markers_again_and_notices_rewrites(tmp_path, monk
     fetched.clear()
     third = MarkerIndex(cfg.output, {})
     assert third.markers("_done", sorted(third.done)) == got and len(fetched) == 51
+
+
+def test_no_marker_survives_for_a_parquet_the_store_lost_while_it_was_written(tmp_path, monkeypatch):
+    """The marker's upload retries through an outage; a store that comes back empty then
+    holds a marker and no Parquet. The commit looks again after the marker and takes it back."""
+    from pipeline import shard
+    from pipeline.shard import ShardResult, ShardTask, commit_marker
+
+    cfg = make_output(tmp_path, n=1, done=0, failed=())
+    task = ShardTask(0, str(tmp_path / "in" / "part-00000.jsonl"), "part-00000")
+    parquet = tmp_path / "out" / "shards" / "part-00000.parquet"
+    parquet.parent.mkdir()
+    parquet.write_bytes(b"PAR1" * 10)
+    res = ShardResult("part-00000", task.input_url, "done", parquet={"rows": 1, "bytes": 40, "sha256": "x"})
+    real = shard.write_json_atomic
+
+    def store_restarts_empty_during(url, obj, so=None):
+        real(url, obj, so)
+        if "/_done/" in url:
+            parquet.unlink()
+
+    monkeypatch.setattr(shard, "write_json_atomic", store_restarts_empty_during)
+    try:
+        commit_marker(task, cfg, res, {})
+    except OSError as e:
+        assert "part-00000.parquet: None bytes in the store, 40 were written" in str(e)
+    else:
+        raise AssertionError("committed a marker for a lost Parquet")
+    assert not (tmp_path / "out" / "_done" / "part-00000.json").exists()
+
+    parquet.write_bytes(b"PAR1" * 10)
+    monkeypatch.setattr(shard, "write_json_atomic", real)
+    commit_marker(task, cfg, res, {})  # the retry: both written, the marker stays
+    assert json.loads((tmp_path / "out" / "_done" / "part-00000.json").read_text())["parquet"]["bytes"] == 40
