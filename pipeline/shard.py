@@ -340,8 +340,7 @@ def commit_marker(task: ShardTask, cfg: JobConfig, res: ShardResult, meta: dict)
     second look matters because the marker's upload retries through an outage and can
     land in a store that came back without the Parquet. The error makes the task retry,
     which writes both again."""
-    fs, path = fsspec.core.url_to_fs(task.out(cfg, "shards"), **cfg.storage_options)
-    _check_committed(fs, path, task, cfg, res)
+    _check_committed(task, cfg, res)
     write_json_atomic(task.out(cfg, "_stats"), asdict(res), cfg.storage_options)
     marker = {
         "name": task.name, "input": redact(task.input_url), "rows": res.docs_out, "rejects": res.rejects,
@@ -351,13 +350,14 @@ def commit_marker(task: ShardTask, cfg: JobConfig, res: ShardResult, meta: dict)
     done = task.out(cfg, "_done")
     write_json_atomic(done, marker, cfg.storage_options)
     try:
-        _check_committed(fs, path, task, cfg, res)
+        _check_committed(task, cfg, res)
     except OSError:
         remove(done, cfg.storage_options)
         raise
 
 
-def _check_committed(fs, path: str, task: ShardTask, cfg: JobConfig, res: ShardResult) -> None:
+def _check_committed(task: ShardTask, cfg: JobConfig, res: ShardResult) -> None:
+    fs, path = fsspec.core.url_to_fs(task.out(cfg, "shards"), **cfg.storage_options)
     fs.invalidate_cache(path)
     try:
         size = fs.info(path).get("size")

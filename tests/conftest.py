@@ -1,4 +1,7 @@
 import os
+import sys
+
+import pytest
 
 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 os.environ.setdefault("AWS_EC2_METADATA_DISABLED", "true")
@@ -8,10 +11,6 @@ import torch  # noqa: E402
 # Tests run many small model calls; with one thread they do not wait on a thread pool
 # that competes with other processes (Ray workers, servers) for the same cores.
 torch.set_num_threads(1)
-
-import sys  # noqa: E402
-
-import pytest  # noqa: E402
 
 
 @pytest.hookimpl(trylast=True)
