@@ -23,7 +23,7 @@ import torch
 from coder import CoderConfig, decode_streams, encode_streams, pack, pack_streams
 from coder.quantize import coding_ints, quantize
 
-from .config import EngineConfig, SegmentConfig, SegmenterKind
+from .config import SegmentConfig, SegmenterKind
 from .engine import NeuralCompressor
 from .model import BOS
 from .segment import calibrate_thresholds, segment_offsets

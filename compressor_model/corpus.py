@@ -89,10 +89,13 @@ class _RowParser:
             return Reject(self.shard, row, ident, f"row is a JSON {type(rec).__name__}, not an object")
         if rec.get(self.cfg.id_field) is not None:
             ident = str(rec[self.cfg.id_field])
-        key = self.cfg.text_field if self.cfg.text_field in rec else self.cfg.fallback_field
-        if key not in rec:
+        present = [k for k in (self.cfg.text_field, self.cfg.fallback_field) if k in rec]
+        if not present:
             return Reject(self.shard, row, ident, f"no '{self.cfg.text_field}' or '{self.cfg.fallback_field}' field")
+        key = next((k for k in present if rec[k] is not None), present[0])  # a null field falls back
         value = rec[key]
+        if value is None:
+            return Reject(self.shard, row, ident, f"field '{key}' is null")
         if isinstance(value, str):
             try:
                 data = value.encode("utf-8")
@@ -203,7 +206,9 @@ def _jsonl(url, f, parse, zst: bool):
             yield Reject(url, row, f"{name}#{row}",
                          f"line of {line.length} bytes cannot hold a document under max_document_bytes "
                          f"{parse.cfg.max_document_bytes}")
-        elif line.strip():
+        elif not line.strip():  # a row like any other: every line is a document or a reject
+            yield Reject(url, row, f"{name}#{row}", "blank line")
+        else:
             try:
                 rec = json.loads(line)
             except (json.JSONDecodeError, UnicodeDecodeError) as e:
@@ -233,7 +238,7 @@ def _parquet(url, f, parse):
             texts = batch.column(0).to_pylist()
             ids = batch.column(1).to_pylist() if len(cols) > 1 else [None] * len(texts)
             for text, ident in zip(texts, ids):
-                rec = {key: text} if text is not None else {}
+                rec = {key: text}
                 if ident is not None:
                     rec[cfg.id_field] = ident
                 yield parse(row, rec)

@@ -45,6 +45,19 @@ from .steps import EntropyRows, LaneSteps, StepMode
 DEFAULT_CHECKPOINT = "small.pt"
 
 
+def _checkpoint_bytes(checkpoint: str | Path | bytes | None) -> bytes:
+    if checkpoint is None:
+        checkpoint = resources.files("compressor_model") / "checkpoints" / DEFAULT_CHECKPOINT
+    return checkpoint if isinstance(checkpoint, bytes) else Path(checkpoint).read_bytes()
+
+
+def checkpoint_fingerprint(checkpoint: str | Path | bytes | None = None) -> str:
+    """The fingerprint a compressor loaded from this checkpoint has, without building
+    the model where the checkpoint records it (weights_only, as `load`)."""
+    ckpt = load_checkpoint(_checkpoint_bytes(checkpoint))
+    return ckpt.get("fingerprint") or ByteLM.from_checkpoint(ckpt).fingerprint()
+
+
 class NeuralCompressor:
     def __init__(self, model: ByteLM, fingerprint: str, cfg: EngineConfig = EngineConfig(),
                  seg_cfg: SegmentConfig = SegmentConfig()):
@@ -86,10 +99,7 @@ class NeuralCompressor:
              seg_cfg: SegmentConfig = SegmentConfig()) -> "NeuralCompressor":
         """From a checkpoint file or its bytes (default: the shipped one), loaded with
         weights_only=True so that an untrusted file cannot run code."""
-        if checkpoint is None:
-            checkpoint = resources.files("compressor_model") / "checkpoints" / DEFAULT_CHECKPOINT
-        data = checkpoint if isinstance(checkpoint, bytes) else Path(checkpoint).read_bytes()
-        ckpt = load_checkpoint(data)
+        ckpt = load_checkpoint(_checkpoint_bytes(checkpoint))
         model = ByteLM.from_checkpoint(ckpt)
         comp = cls(model, ckpt.get("fingerprint") or model.fingerprint(), cfg, seg_cfg)
         comp.training_info = ckpt.get("training", {})

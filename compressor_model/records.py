@@ -70,6 +70,10 @@ class Counts:
         for f in fields(Counts):
             setattr(self, f.name, getattr(self, f.name) + getattr(other, f.name))
 
+    def since(self, before: Counts) -> Counts:
+        """What was counted after `before` was copied from these counts."""
+        return Counts(**{f.name: getattr(self, f.name) - getattr(before, f.name) for f in fields(Counts)})
+
     @property
     def bytes_per_symbol(self) -> float:
         return self.bytes_in / self.symbols_out if self.symbols_out else 0.0

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import math
 import os
 import sys
@@ -48,6 +49,7 @@ class ActorContext:
     def __init__(self, cfg: JobConfig, started_ray: bool):
         self.cfg, self.started_ray = cfg, started_ray
         self.models, self.caches = [], []
+        self.calibration_counts = Counts()  # model work for the thresholds (shards count their own)
         # Named, so that an operator (or a fault-injection test) can find them.
         self.run_id = os.urandom(4).hex()
         local = started_ray or cfg.run.address == "local"
@@ -133,7 +135,10 @@ class ActorContext:
                                                     max_retries=cfg.run.max_retries)
             parts = ray.get([read.remote(t, *args) for t in plan.shards])
         docs = deal([d for p in parts for d in p], len(self.models))
-        hs = undeal(ray.get([m.entropies.remote(d) for m, d in zip(self.models, docs)]))
+        results = ray.get([m.entropies.remote(d) for m, d in zip(self.models, docs)])
+        for _, counted in results:
+            self.calibration_counts.add(counted)
+        hs = undeal([h for h, _ in results])
         return thresholds(plan, parts, hs, cfg.segment.percentile, self.meta["fingerprint"], t0)
 
     def run_shards(self, groups: list[list[ShardTask]], thresholds, meta):
@@ -198,19 +203,12 @@ class ActorContext:
             return None
         return ShardedCache(self.caches, self.cfg.cache, invoke=lambda m, a: m.remote(a), wait=ray.get)
 
-    def model_counts(self) -> Counts:
-        """What the model actors counted: positions and seconds in segmentation, coding
-        and forward passes (an actor that restarted reports only its new life)."""
-        out = Counts()
-        for a in self.models:
-            try:
-                out.add(ray.get(a.stats.remote(), timeout=30))
-            except Exception:  # noqa: BLE001 - statistics only; never fail a finished job over them
-                continue
-        return out
-
     def shutdown(self):
-        for a in self.models + self.caches + [getattr(self, "progress", None)]:
+        """Kill the actors and stop a cluster of our own; a second call does nothing (a
+        Ray call after ray.shutdown() would start or join a cluster again)."""
+        actors = self.models + self.caches + [getattr(self, "progress", None)]
+        self.models, self.caches, self.progress = [], [], None
+        for a in actors:
             if a is None:
                 continue
             try:
@@ -218,6 +216,7 @@ class ActorContext:
             except Exception:  # noqa: BLE001
                 pass
         if self.started_ray:
+            self.started_ray = False
             ray.shutdown()
 
 
@@ -238,6 +237,13 @@ def _redacted(d):
     return redact(d) if isinstance(d, str) else d
 
 
+def _quiet_auth_notice(record: logging.LogRecord) -> bool:
+    """Ray turns token authentication on for a new local cluster and logs at every
+    start how to turn it off, which for a loopback-only cluster of one job only invites
+    doing so. Authentication stays on; that one line is dropped."""
+    return "Token authentication is enabled" not in record.getMessage()
+
+
 def init_local_ray(dashboard_port: int | None = None, **kwargs):
     """Start a single-machine Ray cluster whose servers all listen on 127.0.0.1: with a
     dashboard on dashboard_port (Ray takes the next free port if that one is taken), or
@@ -249,6 +255,7 @@ def init_local_ray(dashboard_port: int | None = None, **kwargs):
 
     os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"
     ray_constants.ENABLE_RAY_CLUSTER = False
+    logging.getLogger("ray._private.authentication.authentication_token_setup").addFilter(_quiet_auth_notice)
     if dashboard_port is None:
         return ray.init(address="local", include_dashboard=False, **kwargs)
     return ray.init(address="local", include_dashboard=True, dashboard_host="127.0.0.1", dashboard_port=dashboard_port,

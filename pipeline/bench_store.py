@@ -35,7 +35,7 @@ from compressor_model.config import EngineConfig, Precision, SegmentConfig, Thre
 from compressor_model.engine import NeuralCompressor
 from compressor_model.numerics import describe_machine
 
-from .config import dump_config, load_config
+from .config import dump_config, load_config, settings_key
 
 BUCKET = "corpus"
 _REQUEST = re.compile(rb'"(GET|PUT|POST|HEAD|DELETE) ')
@@ -89,6 +89,7 @@ def populate(fs: s3fs.S3FileSystem, n: int, comp: NeuralCompressor, batch: int =
     fs.pipe_file(f"{BUCKET}/out/thresholds.json", json.dumps(asdict(th)).encode())
     cfg = load_config(None, [f"input=s3://{BUCKET}/in", f"output=s3://{BUCKET}/out", "engine.precision=fp32"])
     fs.pipe_file(f"{BUCKET}/out/config.yaml", dump_config(cfg).encode())
+    settings = settings_key(cfg, comp.fingerprint)
     for start in range(0, n, batch):
         files = {}
         for i in range(start, min(n, start + batch)):
@@ -96,7 +97,8 @@ def populate(fs: s3fs.S3FileSystem, n: int, comp: NeuralCompressor, batch: int =
             files[f"{BUCKET}/in/{name}.jsonl"] = json.dumps({"content": f"x = {i}\n"}).encode() + b"\n"
             marker = {"name": name, "input": f"s3://{BUCKET}/in/{name}.jsonl", "rows": 1, "rejects": 0, "docs_in": 1,
                       "bytes_in": 6, "symbols_out": 2, "parquet": {"bytes": 1000, "sha256": "0" * 64},
-                      "namespace": comp.namespace, "fingerprint": comp.fingerprint}
+                      "namespace": comp.namespace, "fingerprint": comp.fingerprint,
+                      "settings": settings, "precision": "fp32"}
             files[f"{BUCKET}/out/_done/{name}.json"] = json.dumps(marker).encode()
         fs.pipe(files)
 

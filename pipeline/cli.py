@@ -22,15 +22,20 @@ import sys
 
 import yaml
 
-from .config import Compressor, JobConfig, from_dict, load_config, register_secrets
+from .config import Compressor, JobConfig, load_config, register_secrets
 from .redact import redact
 
 
 def _storage_options(pairs: list[str]) -> dict:
     out = {}
     for p in pairs or []:
-        k, _, v = p.partition("=")
-        out[k] = yaml.safe_load(v)
+        k, sep, v = p.partition("=")
+        if not sep or not k:
+            raise ValueError(f"--storage-option {p!r}: expected KEY=VALUE")
+        try:
+            out[k] = yaml.safe_load(v)
+        except yaml.YAMLError:
+            out[k] = v
     return out
 
 
@@ -39,20 +44,27 @@ def _common(ap: argparse.ArgumentParser) -> None:
                     help="fsspec storage option, e.g. endpoint_url=http://127.0.0.1:9000 (repeatable)")
 
 
-def _job_args(ap: argparse.ArgumentParser, need_io: bool = True) -> None:
-    ap.add_argument("--input", required=need_io, help="input shard or directory/prefix (local path, s3://, any fsspec URL)")
-    ap.add_argument("--output", required=need_io, help="output directory/prefix URL")
-    ap.add_argument("--config", help="YAML job config")
-    ap.add_argument("--set", action="append", default=[], metavar="SECTION.FIELD=VALUE", help="config override (repeatable)")
+def _job_args(ap: argparse.ArgumentParser) -> None:
+    # Not required here: --config may give them (the shipped RayJob and cluster commands
+    # do); run_job says which is missing once every source is merged.
+    ap.add_argument("--input", help="input shard or directory/prefix (local path, s3://, any fsspec URL); "
+                                    "default: the config's `input:`")
+    ap.add_argument("--output", help="output directory/prefix URL; default: the config's `output:`")
+    ap.add_argument("--config", help="YAML job config (a full example: deploy/job-gpu.yaml)")
+    ap.add_argument("--set", action="append", default=[], metavar="SECTION.FIELD=VALUE",
+                    help="config override, applied after --config (repeatable)")
     ap.add_argument("--checkpoint", help="compressor checkpoint URL (default: the shipped one)")
-    ap.add_argument("--compressor", choices=[c.value for c in Compressor], help="which proxy compressor")
+    ap.add_argument("--compressor", choices=[c.value for c in Compressor], help="which proxy compressor "
+                    "(default: model.compressor, neural)")
     ap.add_argument("--address", help="Ray address (default: $RAY_ADDRESS, else a local cluster)")
-    ap.add_argument("--no-progress", action="store_true")
+    ap.add_argument("--no-progress", action="store_true", help="no progress bars (logs of batch jobs)")
     _common(ap)
 
 
 def _config(a) -> JobConfig:
     overrides = list(a.set)
+    for k, v in _storage_options(a.storage_option).items():
+        overrides.append(f"storage_options.{k}={json.dumps(v)}")
     for flag, key in (("input", "input"), ("output", "output"), ("checkpoint", "model.checkpoint"),
                       ("compressor", "model.compressor"), ("address", "run.address")):
         v = getattr(a, flag, None)
@@ -60,17 +72,7 @@ def _config(a) -> JobConfig:
             overrides.append(f"{key}={json.dumps(v)}")
     if getattr(a, "no_progress", False):
         overrides.append("run.progress=false")
-    cfg = load_config(a.config, overrides)
-    so = _storage_options(a.storage_option)
-    if so:
-        cfg = from_dict(JobConfig, {**_asdict_shallow(cfg), "storage_options": {**cfg.storage_options, **so}})
-    return register_secrets(cfg)
-
-
-def _asdict_shallow(cfg) -> dict:
-    from dataclasses import fields
-
-    return {f.name: getattr(cfg, f.name) for f in fields(cfg)}
+    return register_secrets(load_config(a.config, overrides))
 
 
 def _output_config(output: str, so: dict) -> JobConfig:
@@ -166,11 +168,9 @@ def cmd_train_tokenizer(a) -> int:
     from .calibration import sample_in_process
     from .plan import plan_tasks
 
-    cfg = load_config(None, [f"input={json.dumps(a.input)}", "output=\"unused\"", f"run.calibration_bytes={a.max_bytes}",
-                             f"run.calibration_doc_bytes={a.max_bytes}"])
     so = _storage_options(a.storage_option)
-    if so:
-        cfg = from_dict(JobConfig, {**_asdict_shallow(cfg), "storage_options": so})
+    cfg = load_config(None, [f"input={json.dumps(a.input)}", "output=\"unused\"", f"run.calibration_bytes={a.max_bytes}",
+                             f"run.calibration_doc_bytes={a.max_bytes}", f"storage_options={json.dumps(so)}"])
     texts = [d.decode("utf-8", errors="replace") for d in sample_in_process(plan_tasks(cfg), cfg)[1]]
     tok = train_tokenizer(texts, a.vocab_size)
     import fsspec
@@ -192,17 +192,15 @@ def cmd_analyze(a) -> int:
     so = _storage_options(a.storage_option)
     kind = Analysis(a.kind)
     result = analyze(kind, a.input, cfg, so)
-    os.makedirs(a.dest, exist_ok=True)
-    base = os.path.join(a.dest, kind.value)
+    dest = os.path.abspath(a.dest)
+    os.makedirs(dest, exist_ok=True)
+    base = os.path.join(dest, kind.value)
     with open(base + ".json", "w") as f:
         json.dump(result, f, indent=1)
     with open(base + ".png", "wb") as f:
         f.write(PLOTS[kind.value](result))
-    if a.json:
-        print(json.dumps(result))
-    else:
-        print(markdown_table(kind.value, result))
-        print(f"\n{base}.json, {base}.png")
+    _log(f"wrote {base}.json and {base}.png")  # --dest defaults to ./analysis: say where that is
+    print(json.dumps(result) if a.json else markdown_table(kind.value, result))
     return 0
 
 
@@ -220,93 +218,139 @@ def _log(msg: str) -> None:
     print(f"[proxycomp] {redact(msg)}", file=sys.stderr, flush=True)
 
 
-def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(prog="proxycomp", description="Neural proxy compression of code corpora on Ray.")
+ANALYSES = {
+    "ablations": "Table 6's compression side: bytes per symbol by segmenter, window and symbol bits",
+    "stability": "how much the symbols change when a tenth of the characters are deleted (neural vs tokenizer vs gzip)",
+    "collisions": "distinct segments that share one symbol sequence, and how long a prefix they share",
+    "segments": "segment and window lengths and per-byte entropies, with the thresholds",
+}
+
+EXIT_STATUS = """exit status: 0 done (or nothing to do), 2 bad arguments, settings or input location,
+3 some shards failed (listed; `proxycomp status` shows why), 4 verify found a mismatch,
+130 interrupted (finished shards stay done: run the same command again to continue)"""
+
+
+class _Help(argparse.ArgumentDefaultsHelpFormatter):
+    """Every option's default in its help, where it has one (and the help does not say)."""
+
+    def _get_help_string(self, action):
+        d = action.default
+        if d is None or d is False or d in ([], "", argparse.SUPPRESS) or "default" in (action.help or ""):
+            return action.help
+        return super()._get_help_string(action)
+
+
+def _parser(sub, name: str, help: str, **kw) -> argparse.ArgumentParser:
+    return sub.add_parser(name, help=help, description=help, formatter_class=_Help, **kw)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(prog="proxycomp", description="Neural proxy compression of code corpora on Ray.",
+                                 epilog=EXIT_STATUS, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = ap.add_subparsers(dest="cmd", required=True)
 
-    p = sub.add_parser("run", help="compress input shards into Parquet output shards")
+    p = _parser(sub, "run", "compress input shards into Parquet output shards", epilog=EXIT_STATUS)
     _job_args(p)
     p.add_argument("--shards", help="comma-separated output names or input file names (globs) to (re)run")
-    p.add_argument("--force", action="store_true", help="redo shards even if they are done")
+    p.add_argument("--force", action="store_true", help="redo every shard (with --shards: the named ones), done or not")
     p.add_argument("--json", action="store_true", help="print the summary as JSON")
     p.set_defaults(fn=cmd_run)
 
-    p = sub.add_parser("calibrate", help="compute segmentation thresholds from an input sample")
+    p = _parser(sub, "calibrate", "compute segmentation thresholds from an input sample (writes thresholds.json)")
     _job_args(p)
     p.set_defaults(fn=cmd_calibrate)
 
-    p = sub.add_parser("status", help="what is done, failed and pending")
-    p.add_argument("--output", required=True)
-    p.add_argument("--json", action="store_true")
+    p = _parser(sub, "status", "what is done, failed and pending")
+    p.add_argument("--output", required=True, help="a proxycomp output URL")
+    p.add_argument("--json", action="store_true", help="print the shard lists and counts as JSON")
     _common(p)
     p.set_defaults(fn=cmd_status)
 
-    p = sub.add_parser("verify", help="decode a sample of outputs and compare with the inputs")
-    p.add_argument("--output", required=True)
-    p.add_argument("--sample", type=int, default=100)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--json", action="store_true")
+    p = _parser(sub, "verify", "decode a sample of outputs and compare them with the inputs; check every checksum",
+                epilog="exit status 4 if any sampled document or checksum does not match")
+    p.add_argument("--output", required=True, help="a proxycomp output URL")
+    p.add_argument("--sample", type=int, default=100, help="documents to decode, drawn over all done shards")
+    p.add_argument("--seed", type=int, default=0, help="seeds which documents are drawn")
+    p.add_argument("--json", action="store_true", help="print the report as JSON")
     _common(p)
     p.set_defaults(fn=cmd_verify)
 
-    p = sub.add_parser("export", help="write JSONL for the paper's public trainer (lingua fork)")
+    p = _parser(sub, "export", "write JSONL for the paper's public trainer (lingua fork)")
     p.add_argument("--output", required=True, help="a proxycomp output URL")
-    p.add_argument("--format", choices=["lingua-jsonl"], default="lingua-jsonl")
+    p.add_argument("--format", choices=["lingua-jsonl"], default="lingua-jsonl", help="what to write")
     p.add_argument("--dest", required=True, help="local directory: writes <dest>/<name>/<name>.chunk.NN.jsonl")
     p.add_argument("--chunks", type=int, default=1, help="chunk files: the trainer's world size or a divisor of it")
     p.add_argument("--seed", type=int, default=0, help="seeds the documents' shuffle across and within chunks")
     p.add_argument("--name", default="proxycomp", help="source name (the trainer's data.sources key)")
-    p.add_argument("--key", default="", help="JSONL field for the compressed data (default m1_ac_ow<W>)")
-    p.add_argument("--pack", type=int, default=0, help="the trainer's pack_<B> (default W; must divide W)")
+    p.add_argument("--key", default="", help="JSONL field for the compressed data (default: m1_ac_ow<W>)")
+    p.add_argument("--pack", type=int, default=0, help="the trainer's pack_<B> (default: W; must divide W)")
     _common(p)
     p.set_defaults(fn=cmd_export)
 
-    p = sub.add_parser("train-tokenizer", help="train a byte-level BPE tokenizer for the tokenizer compressor")
+    p = _parser(sub, "train-tokenizer", "train a byte-level BPE tokenizer for the tokenizer compressor")
     p.add_argument("--input", required=True, help="corpus shards to sample")
     p.add_argument("--output", required=True, help="where to write tokenizer.json")
-    p.add_argument("--vocab-size", type=int, default=32000)
+    p.add_argument("--vocab-size", type=int, default=32000, help="tokens in the vocabulary")
     p.add_argument("--max-bytes", type=int, default=50_000_000, help="sample size")
     _common(p)
     p.set_defaults(fn=cmd_train_tokenizer)
 
-    p = sub.add_parser("analyze", help="the paper's compressor analyses on a sample: JSON and a PNG")
-    p.add_argument("kind", choices=["ablations", "stability", "collisions", "segments"])
+    kinds = "; ".join(f"{k}: {v}" for k, v in ANALYSES.items())
+    p = _parser(sub, "analyze", f"the paper's compressor analyses on a sample, as JSON, PNG and a table ({kinds})")
+    p.add_argument("kind", choices=list(ANALYSES), help="which analysis")
     p.add_argument("--input", required=True, help="corpus shards, or a proxycomp output (its raw column)")
     p.add_argument("--dest", default="analysis", help="writes <dest>/<kind>.json and <dest>/<kind>.png")
-    p.add_argument("--sample-bytes", type=int, default=200_000)
-    p.add_argument("--sample-shards", type=int, default=64)
+    p.add_argument("--sample-bytes", type=int, default=200_000, help="bytes sampled, spread over the shards")
+    p.add_argument("--sample-shards", type=int, default=64, help="shards sampled, chosen by hash")
     p.add_argument("--doc-bytes", type=int, default=4096, help="each sampled document cut to this")
     p.add_argument("--seed", type=int, default=0, help="seeds the stability analysis's deletions")
     p.add_argument("--checkpoint", help="compressor checkpoint URL (default: the shipped one)")
     p.add_argument("--tokenizer", help="stability: tokenizer.json (default: BPE trained on this Python's stdlib)")
-    p.add_argument("--json", action="store_true")
+    p.add_argument("--json", action="store_true", help="print the result as JSON instead of a table")
     _common(p)
     p.set_defaults(fn=cmd_analyze)
 
-    p = sub.add_parser("report", help="one self-contained HTML page (and JSON) about an output directory")
+    p = _parser(sub, "report", "one self-contained HTML page (and JSON) about an output directory")
     p.add_argument("--output", required=True, help="a proxycomp output URL (finished or running)")
     p.add_argument("--dest", required=True, help="local directory: writes report.html and report.json")
     p.add_argument("--sample-bytes", type=int, default=60_000, help="sample of the output for the analyses' plots")
     p.add_argument("--checkpoint", help="compressor checkpoint URL (default: the output's own)")
-    p.add_argument("--json", action="store_true")
+    p.add_argument("--json", action="store_true", help="print where the files are as JSON")
     _common(p)
     p.set_defaults(fn=cmd_report)
 
-    p = sub.add_parser("demo", help="compress a slice of this Python's standard library end to end")
-    p.add_argument("--output", default="out/demo")
-    p.add_argument("--max-bytes", type=int, default=300_000)
-    p.add_argument("--shards", type=int, default=4)
-    p.add_argument("--verify-sample", type=int, default=40)
+    p = _parser(sub, "demo", "compress a slice of this Python's standard library end to end, then verify it")
+    p.add_argument("--output", default="out/demo", help="writes its input shards to <output>/input, the job's output "
+                                                        "to <output>/output")
+    p.add_argument("--max-bytes", type=int, default=300_000, help="bytes of held-out standard-library code")
+    p.add_argument("--shards", type=int, default=4, help="input shards they are written into")
+    p.add_argument("--verify-sample", type=int, default=40, help="documents verify decodes")
     p.set_defaults(fn=cmd_demo)
+    return ap
 
-    a = ap.parse_args(argv)
-    from .job import JobError
+
+def main(argv=None) -> int:
+    a = build_parser().parse_args(argv)
+    from .errors import Interrupted, JobError
 
     try:
         return a.fn(a)
     except (JobError, ValueError) as e:
         print(f"proxycomp: error: {redact(str(e))}", file=sys.stderr)
         return 2
+    except OSError as e:  # storage: permissions, a full disk, a path that is a file
+        print(f"proxycomp: error: {redact(type(e).__name__ + ': ' + str(e))}", file=sys.stderr)
+        return 2
+    except Interrupted as e:
+        s = e.summary
+        print(f"proxycomp: interrupted after {s.wall_s:.0f} s: {s.shards_done} shard(s) finished and committed in this run, "
+              f"{s.shards_failed} failed; shards in flight were not committed. Run the same command again to continue: "
+              "finished shards are skipped.", file=sys.stderr)
+        return 130
+    except KeyboardInterrupt:
+        more = " before any shard ran; nothing was committed. Run the same command again to start." if a.cmd == "run" else ""
+        print(f"proxycomp: {a.cmd} interrupted{more}", file=sys.stderr)
+        return 130
     except Exception as e:  # noqa: BLE001 - never let a raw traceback print credentials
         print(f"proxycomp: unexpected error: {redact(type(e).__name__ + ': ' + str(e))}", file=sys.stderr)
         if os.environ.get("PROXYCOMP_DEBUG"):

@@ -30,8 +30,8 @@ class Backend(Protocol):
     info: dict  # compressor, namespace, fingerprint, numerics, n_symbols, coder: stamped into outputs
     symbol_type: pa.DataType  # of the Parquet `symbols` list
 
-    def segment(self, docs: list[bytes], thresholds: Thresholds | None) -> list[np.ndarray]:
-        """Each document's segment byte offsets."""
+    def segment(self, docs: list[bytes], thresholds: Thresholds | None) -> tuple[list[np.ndarray], Counts]:
+        """Each document's segment byte offsets, and the model work they took."""
         ...
 
     def compress(self, docs: list[bytes], offs: list[np.ndarray], cache) -> tuple[list[DocRecord], Counts]:
@@ -59,7 +59,7 @@ class _WholeDocument:
     name = ""
 
     def segment(self, docs, thresholds):
-        return [np.array([0, len(d)], np.int64) for d in docs]
+        return [np.array([0, len(d)], np.int64) for d in docs], Counts()
 
     def compress(self, docs, offs, cache):
         records = [_record(len(d), self.encode(d)) for d in docs]
@@ -127,6 +127,7 @@ def train_tokenizer(texts, vocab_size: int, min_frequency: int = 2):
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True)
     tok.decoder = decoders.ByteLevel()
     trainer = trainers.BpeTrainer(vocab_size=vocab_size, min_frequency=min_frequency,
-                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), special_tokens=[])
+                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), special_tokens=[],
+                                  show_progress=False)  # its bars print blank lines into logs
     tok.train_from_iterator(texts, trainer=trainer)
     return tok

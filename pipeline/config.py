@@ -9,15 +9,22 @@ from __future__ import annotations
 
 import dataclasses
 import enum
+import hashlib
+import json
+import os
+import re
 import types
 import typing
 from dataclasses import dataclass, field
 
+import fsspec
 import yaml
 
 from cache.config import CacheConfig
 from compressor_model.config import EngineConfig, SegmentConfig
 from compressor_model.corpus import ReaderConfig
+
+from .redact import register
 
 
 
@@ -113,17 +120,46 @@ def _convert(tp, value, where: str):
             if value.lower() in ("false", "0", "no", "off"):
                 return False
             raise ValueError(f"{where}: {value!r} is not a boolean")
-        return bool(value)
-    if tp in (int, float, str):
+        if isinstance(value, (bool, int)) and value in (0, 1):
+            return bool(value)
+        raise ValueError(f"{where}: {value!r} is not a boolean")
+    if tp is int:
+        return _integer(value, where)
+    if tp is float:
         try:
-            return tp(value)
-        except (TypeError, ValueError):
-            raise ValueError(f"{where}: {value!r} is not a {tp.__name__}") from None
+            if isinstance(value, (int, float, str)) and not isinstance(value, bool):
+                return float(value)
+        except ValueError:
+            pass
+        raise ValueError(f"{where}: {value!r} is not a number")
+    if tp is str:
+        if isinstance(value, (dict, list)):
+            raise ValueError(f"{where}: expected text, got {value!r}")
+        return str(value)
     if origin is dict or tp is dict:
         if not isinstance(value, dict):
             raise ValueError(f"{where}: expected a mapping")
         return dict(value)
     return value
+
+
+def _integer(value, where: str) -> int:
+    """An integer as written (4, "4", 4.0, 1e6); a value with a fraction is refused, not
+    cut: 512.7 lanes must not quietly become 512."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        return value
+    number = value
+    if isinstance(value, str):
+        try:
+            return int(value.strip())
+        except ValueError:
+            try:
+                number = float(value)
+            except ValueError:
+                number = None
+    if isinstance(number, float) and number.is_integer() and abs(number) < 2**53:
+        return int(number)
+    raise ValueError(f"{where}: {value!r} is not an integer")
 
 
 def from_dict(cls, data: dict, where: str = ""):
@@ -159,22 +195,68 @@ def apply_override(data: dict, dotted: str) -> None:
         node = node.setdefault(p, {})
         if not isinstance(node, dict):
             raise ValueError(f"override {dotted!r}: {p} is not a section")
-    node[parts[-1]] = yaml.safe_load(raw)
+    try:
+        node[parts[-1]] = yaml.safe_load(raw)
+    except yaml.YAMLError as e:
+        raise ValueError(f"override {dotted!r}: the value is not valid YAML ({_yaml_problem(e)})") from None
+
+
+def _yaml_problem(e: yaml.YAMLError) -> str:
+    mark = getattr(e, "problem_mark", None)
+    where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+    return f"{getattr(e, 'problem', None) or type(e).__name__}{where}"
+
+
+def read_yaml(url: str, storage_options: dict | None = None) -> dict:
+    """A YAML mapping from any fsspec URL; a missing file or bad YAML is a ValueError
+    that names the file (and the line)."""
+    try:
+        with fsspec.open(url, "r", **(storage_options or {})) as f:
+            data = yaml.safe_load(f)
+    except FileNotFoundError:
+        raise ValueError(f"{url}: no such file") from None
+    except IsADirectoryError:
+        raise ValueError(f"{url}: is a directory, not a YAML file") from None
+    except yaml.YAMLError as e:
+        raise ValueError(f"{url}: not valid YAML: {_yaml_problem(e)}") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ValueError(f"{url}: expected a YAML mapping of settings, got a {type(data).__name__}")
+    return data
 
 
 def load_config(path: str | None = None, overrides: list[str] = ()) -> JobConfig:
-    """Defaults, then the YAML file, then `section.field=value` overrides in order."""
-    data: dict = {}
-    if path:
-        import fsspec
-
-        with fsspec.open(path, "r") as f:
-            data = yaml.safe_load(f) or {}
-        if not isinstance(data, dict):
-            raise ValueError(f"{path}: the config file must be a YAML mapping")
+    """Defaults, then the YAML file, then `section.field=value` overrides in order; local
+    paths made absolute (see absolute_paths)."""
+    data: dict = read_yaml(path) if path else {}
     for o in overrides:
         apply_override(data, o)
-    return from_dict(JobConfig, data)
+    return absolute_paths(from_dict(JobConfig, data))
+
+
+def absolute_path(url: str) -> str:
+    """A local path as an absolute path (file:// dropped); any other URL as it is, less a
+    trailing slash. What a config stores must mean the same from any directory."""
+    if not url:
+        return url
+    if url.startswith("file://"):
+        url = url[len("file://"):]
+    if "://" in url:
+        return url.rstrip("/") if not url.endswith("://") else url
+    return os.path.abspath(os.path.expanduser(url))
+
+
+def absolute_paths(cfg: JobConfig) -> JobConfig:
+    """The config with every local path absolute: a relative --input stored as typed
+    could not be found from another directory (status, verify, export), and a shard's
+    metadata would depend on how its input path was spelled."""
+    return dataclasses.replace(
+        cfg, input=absolute_path(cfg.input), output=absolute_path(cfg.output),
+        model=dataclasses.replace(cfg.model, checkpoint=absolute_path(cfg.model.checkpoint),
+                                  tokenizer=absolute_path(cfg.model.tokenizer)),
+        cache=dataclasses.replace(cfg.cache, warm_from=absolute_path(cfg.cache.warm_from)),
+    )
 
 
 def dump_config(cfg: JobConfig) -> str:
@@ -201,12 +283,53 @@ def content_config(cfg: JobConfig) -> dict:
     }
 
 
+def settings_key(cfg: JobConfig, fingerprint: str) -> str:
+    """What every shard of one output must share, known without starting a model: the
+    content settings and the model's fingerprint. Left out: where the input and the
+    model files live (moving them changes no byte) and the precision and device, which
+    the model actor's namespace covers once it runs (`auto` and the precision it picks
+    are the same numerics)."""
+    d = content_config(cfg)
+    del d["input"]
+    d["model"] = {"compressor": d["model"]["compressor"], "fingerprint": fingerprint}
+    d["engine"] = {k: v for k, v in d["engine"].items() if k not in ("precision", "device")}
+    return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:24]
+
+
+# Fields that must be at least 1 (section, field); checked before any cluster starts.
+_POSITIVE = [("engine", "lanes"), ("engine", "group"), ("engine", "max_window_bytes"), ("segment", "call_positions"),
+             ("segment", "max_segment_bytes"), ("segment", "fixed_bytes"), ("run", "model_actors"),
+             ("run", "shard_workers"), ("run", "batch_bytes"), ("run", "doc_slice_bytes"),
+             ("output_format", "row_group_docs"), ("cache", "shards"), ("cache", "batch")]
+
+
+def check_job(cfg: JobConfig) -> None:
+    """What can be wrong with a run's settings, found before Ray starts (ValueError)."""
+    if not cfg.input:
+        raise ValueError("no input: pass --input URL or set `input:` in the --config file")
+    if not cfg.output:
+        raise ValueError("no output: pass --output URL or set `output:` in the --config file")
+    for section, name in _POSITIVE:
+        value = getattr(getattr(cfg, section), name)
+        if value < 1:
+            raise ValueError(f"{section}.{name} must be at least 1, got {value}")
+    for section, name in (("run", "max_retries"), ("run", "shard_cpus"), ("run", "gpus_per_actor"),
+                          ("run", "cpus_per_actor"), ("run", "torch_threads"), ("engine", "lane_sets")):
+        value = getattr(getattr(cfg, section), name)
+        if value < 0:
+            raise ValueError(f"{section}.{name} must not be negative, got {value}")
+    e = cfg.engine
+    if e.lanes % (e.group * max(1, e.lane_sets)):
+        raise ValueError(f"engine.lanes ({e.lanes}) must be a multiple of engine.group ({e.group})"
+                         + (f" x engine.lane_sets ({e.lane_sets})" if e.lane_sets else ""))
+    try:
+        e.coder
+    except ValueError as err:
+        raise ValueError(f"engine: {err}") from None
+
+
 def register_secrets(cfg: JobConfig) -> JobConfig:
     """Tell the redactor about this config's credentials (storage options, URL userinfo)."""
-    import re
-
-    from .redact import register
-
     def walk(d):
         for k, v in d.items():
             if isinstance(v, dict):

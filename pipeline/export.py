@@ -102,7 +102,8 @@ def export_lingua(cfg: JobConfig, spec: LinguaExport, log=print) -> dict:
     if spec.chunks < 1:
         raise ValueError("chunks must be at least 1")
     so = cfg.storage_options
-    final = os.path.join(spec.dest, spec.name)
+    dest = os.path.abspath(spec.dest)  # what the trainer is told to read, from wherever it starts
+    final = os.path.join(dest, spec.name)
     work = final + ".export-tmp"
     shutil.rmtree(work, ignore_errors=True)
     os.makedirs(work)
@@ -158,7 +159,7 @@ def export_lingua(cfg: JobConfig, spec: LinguaExport, log=print) -> dict:
     key, pack, W = settings or (spec.key or "m1_ac_ow16", spec.pack or 16, 16)
     summary = {"shards": shards, "documents": docs, "chunks": spec.chunks, "docs_per_chunk": counts,
                "seed": spec.seed, "dir": final,
-               "trainer": {"data.root_dir": spec.dest, "data.sources": {spec.name: 1.0},
+               "trainer": {"data.root_dir": dest, "data.sources": {spec.name: 1.0},
                            "data.compression_alg_config": f"ac_m1_key-pack_{pack}-{key}",
                            "world_size": f"a multiple of {spec.chunks}"}}
     with open(os.path.join(work, "export.json"), "w") as f:

@@ -13,6 +13,7 @@ coder runs, backpressure, retries, commits).
 
 from __future__ import annotations
 
+import re
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
@@ -20,16 +21,19 @@ from dataclasses import asdict, dataclass, field
 import fsspec
 
 from compressor_model.config import SegmenterKind, Thresholds
+from compressor_model.engine import checkpoint_fingerprint
 from compressor_model.records import Counts
 
 from .actors import start_actors
-from .config import JobConfig, dump_config
-from .errors import JobError
+from .config import Compressor, JobConfig, check_job, dump_config, settings_key
+from .errors import Interrupted, JobError
 from .markers import MarkerIndex
-from .output import exists, join, read_json, write_bytes_atomic, write_json_atomic
-from .plan import check_output, group_small, plan_tasks, select, write_manifest
+from .model_service import read_checkpoint
+from .output import exists, join, read_json, remove, write_bytes_atomic, write_json_atomic
+from .plan import check_mixing, group_small, plan_tasks, select, write_manifest
 from .redact import redact
 from .shard import ShardResult
+from .tasks import make_backend
 from .warm import load_warm, save_warm
 
 
@@ -48,6 +52,7 @@ class Summary(Counts):
     calibration: dict = field(default_factory=dict)  # the thresholds and their sample, when the run used them
     cache_loaded: dict = field(default_factory=dict)  # entries an earlier run kept (pipeline.warm)
     cache_kept: dict = field(default_factory=dict)  # ... and those this run kept for the next
+    nothing_to_do: bool = False  # every shard was done, with these settings: nothing was started
 
     @property
     def model_busy_fraction(self) -> float:
@@ -73,6 +78,9 @@ class Summary(Counts):
         return d
 
     def text(self) -> str:
+        if self.nothing_to_do:
+            return (f"nothing to do: all {self.shards_total} shard(s) are done, made with these settings "
+                    f"(--force redoes them all, --shards NAME reruns some)\noutput: {redact(self.output)}/shards/*.parquet")
         lines = [
             f"shards: {self.shards_done} done, {self.shards_skipped} skipped (already done), {self.shards_failed} failed, of {self.shards_total}",
             f"documents: {self.docs_in} in = {self.docs_out} compressed + {self.rejects} rejected",
@@ -95,59 +103,108 @@ class Summary(Counts):
 
 
 def run_job(cfg: JobConfig, shards: list[str] | None = None, force: bool = False, log=print) -> Summary:
-    if not cfg.input or not cfg.output:
-        raise JobError("both --input and --output are required")
+    """Run the shards of `cfg.input` that are not done (with `shards`: the named ones;
+    with `force`: all of them). Everything that can be refused is refused before a
+    cluster starts; a run with nothing to do starts none. Ctrl-C raises Interrupted
+    with what was finished."""
+    check_job(cfg)
     t0 = time.perf_counter()
     with ThreadPoolExecutor(1) as pool:
-        # The output's markers are listed while the input is listed and the cluster starts.
-        listing = pool.submit(MarkerIndex, cfg.output, cfg.storage_options)
+        # The output's markers are listed while the input is listed and the model read.
+        listing = pool.submit(_list_output, cfg)
         tasks = plan_tasks(cfg)
         selected = select(tasks, shards) if shards else tasks
-        ctx = start_actors(cfg)
-        try:
-            index = listing.result()
-        except BaseException:
-            ctx.shutdown()
-            raise
-    summary = Summary(cfg.output, shards_total=len(selected), run_id=ctx.run_id)
+        settings = settings_key(cfg, model_fingerprint(cfg))
+        index = listing.result()
+    redo = {t.name for t in selected} if (force or shards) else set()
+    todo = [t for t in selected if t.name in redo or t.name not in index.done]
+    stale = check_mixing(index, cfg, "settings", settings, tasks, redo, bool(shards))
+    summary = Summary(cfg.output, shards_total=len(selected), shards_skipped=len(selected) - len(todo))
+    if not todo and not _needs_model_check(index, cfg, tasks):
+        summary.nothing_to_do = True
+        summary.wall_s = summary.startup_s = time.perf_counter() - t0
+        return summary
+    running = {t.name for t in todo}
+    others = sum(1 for t in tasks if t.name in index.done and t.name not in running)
+    ctx = start_actors(cfg)
+    summary.run_id = ctx.run_id
     summary.startup_s = time.perf_counter() - t0
     try:
+        meta = {**ctx.meta, "settings": settings}
+        stale += check_mixing(index, cfg, "namespace", meta["namespace"], tasks, redo, bool(shards))
+        if not todo:
+            summary.nothing_to_do = True
+            summary.wall_s = time.perf_counter() - t0
+            return summary
         clear_tmp(cfg)
-        meta = ctx.meta
-        check_output(index, cfg, meta["namespace"], selected, force or bool(shards))
-        index.save()  # markers read for the check; the manifest and the next pass reuse them
-        write_bytes_atomic(join(cfg.output, "config.yaml"), dump_config(cfg).encode(), cfg.storage_options)
+        for name in sorted(set(stale)):  # redone now; until then they are not done
+            remove(join(cfg.output, "_done", f"{name}.json"), cfg.storage_options)
+        index.save()  # markers read for the checks; the manifest and the next pass reuse them
+        stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
+        config = dump_config(cfg).encode()  # this run's settings; config.yaml: the latest run's
+        write_bytes_atomic(join(cfg.output, "_runs", f"{stamp}-{summary.run_id}.config.yaml"), config, cfg.storage_options)
+        write_bytes_atomic(join(cfg.output, "config.yaml"), config, cfg.storage_options)
         thresholds = load_or_calibrate(cfg, ctx, tasks, log)
         if thresholds:
             summary.calibration = {**asdict(thresholds), "sample_shards": len(thresholds.sample_shards)}
-        meta = {**meta, "thresholds": thresholds.provenance_free() if thresholds else None}
-
-        todo = []
-        for t in selected:
-            if not (force or shards) and t.name in index.done:
-                summary.shards_skipped += 1
-            else:
-                todo.append(t)
-        log(f"{len(todo)} shard(s) to run, {summary.shards_skipped} already done")
+        meta["thresholds"] = thresholds.provenance_free() if thresholds else None
+        log(f"{len(todo)} shard(s) to run" + (f" (named by --shards); {others} other shard(s) of the input are done"
+                                               if shards else f", {summary.shards_skipped} already done"))
         groups = group_small(todo, cfg.run.small_shard_bytes, cfg.run.group_bytes, cfg.run.shard_workers)
         cache = ctx.cache_client()
-        if cache and todo:
+        if cache:
             summary.cache_loaded = load_warm(cfg, meta["namespace"], cache, log)
         for res in ctx.run_shards(groups, thresholds, meta):
             summary.add_shard(res)
-        if cache and todo and cfg.cache.keep_bytes:
+        if cache and cfg.cache.keep_bytes:
             summary.cache_kept = save_warm(cfg, meta["namespace"], cache, log)
         write_manifest(cfg, tasks, index, {t.name for t in todo})
-        summary.wall_s = time.perf_counter() - t0
-        summary.add(ctx.model_counts())
+        summary.add(ctx.calibration_counts)
         summary.model_actors = len(ctx.models)
-        if todo:  # what `proxycomp report` shows of each run: rates, busy fraction, cache
-            stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
-            write_json_atomic(join(cfg.output, "_runs", f"{stamp}-{summary.run_id}.json"), summary.to_dict(),
-                              cfg.storage_options)
+        summary.wall_s = time.perf_counter() - t0
+        write_json_atomic(join(cfg.output, "_runs", f"{stamp}-{summary.run_id}.json"), summary.to_dict(),
+                          cfg.storage_options)  # what `proxycomp report` shows of each run
+    except KeyboardInterrupt:
+        ctx.shutdown()  # no task writes after this: count what is committed
+        summary.wall_s = time.perf_counter() - t0
+        summary.shards_done = len(running & MarkerIndex(cfg.output, cfg.storage_options).done)
+        raise Interrupted(summary) from None
     finally:
         ctx.shutdown()
     return summary
+
+
+def _list_output(cfg: JobConfig) -> MarkerIndex:
+    """The output's markers; an output URL that names a file is refused here, before
+    anything is started."""
+    fs, path = fsspec.core.url_to_fs(cfg.output, **cfg.storage_options)
+    if fs.isfile(path):
+        raise JobError(f"--output {redact(cfg.output)} is a file; give a directory (or an object-store prefix)")
+    return MarkerIndex(cfg.output, cfg.storage_options)
+
+
+def model_fingerprint(cfg: JobConfig) -> str:
+    """The fingerprint of the model the run would load, read here (no model actor)."""
+    if cfg.model.compressor is not Compressor.NEURAL:
+        return make_backend(cfg).info["fingerprint"]
+    try:
+        return checkpoint_fingerprint(read_checkpoint(cfg.model.checkpoint, cfg.storage_options))
+    except Exception as e:  # noqa: BLE001 - any storage or format error; reported scrubbed
+        text = str(e)
+        refused = re.search(r"WeightsUnpickler error: ([^.\n]*)", text)
+        why = (f"not a plain weights file (torch.load with weights_only=True refused it: {refused.group(1)})" if refused
+               else f"{type(e).__name__}: {text.strip().splitlines()[0] if text.strip() else ''}")
+        raise JobError(f"cannot read the checkpoint {redact(cfg.model.checkpoint)}: {redact(why)}") from None
+
+
+def _needs_model_check(index: MarkerIndex, cfg: JobConfig, tasks) -> bool:
+    """Whether the done shards' settings alone cannot tell that this run would make what
+    they hold: markers of older versions carry no settings key, and a precision asked
+    for by name may not be the one they were made in (`auto` accepts either)."""
+    markers = index.markers("_done", [t.name for t in tasks if t.name in index.done])
+    wanted = cfg.engine.precision.value
+    return any(m.get("settings") is None or (wanted != "auto" and m.get("precision") not in (None, wanted))
+               for m in markers.values())
 
 
 def clear_tmp(cfg: JobConfig) -> None:
@@ -176,6 +233,7 @@ def load_or_calibrate(cfg: JobConfig, ctx, tasks, log):
 
 def calibrate_job(cfg: JobConfig, log=print):
     """`proxycomp calibrate`: (re)compute and store the thresholds."""
+    check_job(cfg)
     tasks = plan_tasks(cfg)
     ctx = start_actors(cfg)
     try:

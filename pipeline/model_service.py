@@ -5,6 +5,7 @@ it works in-process too (verify, tests)."""
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import resource
 import time
@@ -46,29 +47,34 @@ class ModelService:
             "device": str(c.device),
         }
 
-    def entropies(self, docs: list[bytes]) -> list[np.ndarray]:
+    # Segmentation and coding return what they counted with their result, so that each
+    # shard's stats hold the model work done for it (the actor serves many shards).
+
+    def entropies(self, docs: list[bytes]) -> tuple[list[np.ndarray], Counts]:
         """Per-byte entropies of a part of the calibration sample (segmentation work)."""
-        t = time.perf_counter()
-        out = self.comp.entropies(docs)
-        self.comp.stats.seg_time += time.perf_counter() - t
-        return self._busy(out)
+        def timed():
+            t = time.perf_counter()
+            out = self.comp.entropies(docs)
+            self.comp.stats.seg_time += time.perf_counter() - t
+            return out
 
-    def segment(self, docs: list[bytes], thresholds: Thresholds | None) -> list[np.ndarray]:
-        return self._busy(self.comp.segment(docs, thresholds))
+        return self._counted(timed)
 
-    def encode(self, data: np.ndarray, seg_off: np.ndarray) -> Windows:
-        return self._busy(self.comp.encode_segments(data, seg_off))
+    def segment(self, docs: list[bytes], thresholds: Thresholds | None) -> tuple[list[np.ndarray], Counts]:
+        return self._counted(self.comp.segment, docs, thresholds)
 
-    def _busy(self, result):
+    def encode(self, data: np.ndarray, seg_off: np.ndarray) -> tuple[Windows, Counts]:
+        return self._counted(self.comp.encode_segments, data, seg_off)
+
+    def _counted(self, fn, *args):
+        before = dataclasses.replace(self.comp.stats)
+        out = fn(*args)
         if self.busy is not None:
             self.busy.update(self.comp.stats.seg_time + self.comp.stats.code_time)
-        return result
+        return out, self.comp.stats.since(before)
 
     def decode(self, windows: Windows, seg_off: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         return self.comp.decode_segments(windows, seg_off)
-
-    def stats(self) -> Counts:
-        return self.comp.stats
 
     def pid(self) -> int:
         return os.getpid()

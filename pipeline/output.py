@@ -2,7 +2,7 @@
 
 Layout under the output URL:
 
-    config.yaml                 resolved job config (secrets masked)
+    config.yaml                 resolved job config of the latest run that wrote shards (secrets masked)
     thresholds.json             segmentation thresholds used by every shard, and their
                                 sample (bytes, documents, shards, seconds)
     manifest.json               per-shard status, rows, checksums, stats (rewritten by run)
@@ -14,6 +14,7 @@ Layout under the output URL:
     _failed/<name>.json         why a shard failed (removed once it succeeds)
     _tmp/                       Parquet files being written (local outputs); cleared by the next run
     _runs/<time>-<run>.json     each run's summary (rates, cache, model busy fraction), for reports
+    _runs/<time>-<run>.config.yaml  ... and the resolved config it ran with
     _index/markers.json.zst     the markers read so far, by listing tag (pipeline.markers; a cache)
     _cache/<namespace>.pcw.zst  the segment cache's hottest entries, for the next run (pipeline.warm)
 

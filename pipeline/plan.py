@@ -8,11 +8,10 @@ import fnmatch
 from concurrent.futures import ThreadPoolExecutor
 
 import fsspec
-import yaml
 
 from compressor_model.corpus import SHARD_SUFFIXES, list_shards
 
-from .config import JobConfig, from_dict, register_secrets
+from .config import JobConfig, absolute_paths, from_dict, read_yaml, register_secrets
 from .errors import JobError
 from .markers import MarkerIndex
 from .output import join, write_json_atomic
@@ -24,13 +23,18 @@ def output_config(output: str, storage_options: dict) -> JobConfig:
     """The config a run wrote next to its outputs, with these storage options."""
     url = join(output, "config.yaml")
     try:
-        with fsspec.open(url, "r", **storage_options) as f:
-            data = yaml.safe_load(f)
-    except FileNotFoundError:
-        raise JobError(f"{redact(url)} not found: is {redact(output)} the output of a proxycomp run?") from None
+        fs, path = fsspec.core.url_to_fs(output, **storage_options)
+        is_file, found = fs.isfile(path), fs.exists(f"{path.rstrip('/')}/config.yaml")
+    except Exception as e:  # noqa: BLE001 - any storage backend error; report it scrubbed
+        raise JobError(f"cannot read {redact(output)}: {redact(type(e).__name__ + ': ' + str(e))}") from None
+    if is_file:
+        raise JobError(f"{redact(output)} is a file; a proxycomp output is a directory (or prefix) holding config.yaml")
+    if not found:
+        raise JobError(f"{redact(url)} not found: is {redact(output)} the output of a proxycomp run?")
+    data = read_yaml(url, storage_options)
     data["storage_options"] = storage_options
     data["output"] = output
-    return register_secrets(from_dict(JobConfig, data))
+    return register_secrets(absolute_paths(from_dict(JobConfig, data)))
 
 
 def shard_name(input_root: str, url: str) -> str:
@@ -52,9 +56,12 @@ def plan_tasks(cfg: JobConfig) -> list[ShardTask]:
     if not urls:
         raise JobError(f"no input shards (.jsonl, .jsonl.zst, .parquet) under {redact(cfg.input)}")
     tasks = [ShardTask(i, u, shard_name(cfg.input, u), n) for i, (u, n) in enumerate(urls)]
-    names = [t.name for t in tasks]
-    if len(set(names)) != len(names):
-        raise JobError("two input shards map to the same output name; rename one")
+    first: dict[str, ShardTask] = {}
+    for t in tasks:
+        other = first.setdefault(t.name, t)
+        if other is not t:
+            raise JobError(f"input shards {redact(other.input_url)} and {redact(t.input_url)} both map to the output "
+                           f"name {t.name!r}; rename or move one of them")
     return tasks
 
 
@@ -93,15 +100,31 @@ def select(tasks: list[ShardTask], patterns: list[str]) -> list[ShardTask]:
     return out
 
 
-def check_output(index: MarkerIndex, cfg: JobConfig, namespace: str, tasks: list[ShardTask], force: bool) -> None:
-    """Refuse to mix outputs of different compressors in one output directory."""
-    markers = index.markers("_done", [t.name for t in tasks])
-    stale = [name for name, m in markers.items() if m.get("namespace") != namespace]
-    if stale and not force:
+def check_mixing(index: MarkerIndex, cfg: JobConfig, key: str, ours: str, tasks: list[ShardTask], redo: set[str],
+                 named: bool) -> list[str]:
+    """Refuse a run that would leave shards made with other settings next to its own:
+    one output, one compressor and one set of settings. `key` is the marker field
+    compared (`settings`, known before any model starts, or the model actor's
+    `namespace`, which adds the numerics); markers without it are not judged here.
+    `redo`: the shards this run (re)writes; the others must match. Returns the shards
+    in `redo` whose markers do not: they are redone, and their markers go first."""
+    done = [t.name for t in tasks if t.name in index.done]
+    markers = index.markers("_done", done)
+    stale = sorted(n for n, m in markers.items() if m.get(key) is not None and m[key] != ours)
+    keep = [n for n in stale if n not in redo]
+    if keep and named:
         raise JobError(
-            f"{len(stale)} shard(s) in {redact(cfg.output)} were made by a different compressor or settings "
-            f"(e.g. {stale[:3]}); use another --output, or --force to redo them"
+            f"{len(keep)} other shard(s) in {redact(cfg.output)} were made by a different compressor or settings "
+            f"(e.g. {keep[:3]}), and --shards reruns only the shards it names, so this output would mix them; "
+            "run with the settings that made the output, or use another --output, or --force without --shards "
+            "to redo every shard with these settings"
         )
+    if keep:
+        raise JobError(
+            f"{len(keep)} shard(s) in {redact(cfg.output)} were made by a different compressor or settings "
+            f"(e.g. {keep[:3]}); use another --output, or --force to redo them"
+        )
+    return [n for n in stale if n in redo]
 
 
 def shard_status(cfg: JobConfig, index: MarkerIndex | None = None) -> dict:

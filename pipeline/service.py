@@ -13,7 +13,7 @@ import ray
 
 from cache.entry import pack_entry, segment_key, unpack_entry
 from coder import CoderConfig
-from compressor_model.records import Entry, compress_documents
+from compressor_model.records import Counts, Entry, compress_documents
 
 
 class CachedSegments:
@@ -54,7 +54,16 @@ class NeuralBackend:
 
     def compress(self, docs, offs, cache):
         store = CachedSegments(cache, self.namespace) if cache is not None else None
-        return compress_documents(docs, offs, self.coder, lambda data, off: self._call("encode", data, off), store)
+        model = Counts()
+
+        def encode(data, off):
+            windows, counted = self._call("encode", data, off)
+            model.add(counted)
+            return windows
+
+        records, counts = compress_documents(docs, offs, self.coder, encode, store)
+        counts.add(model)
+        return records, counts
 
     def decode(self, windows, seg_off):
         return self._call("decode", windows, seg_off)

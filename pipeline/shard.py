@@ -75,7 +75,9 @@ class Segment(Stage):
         self.backend, self.thresholds = backend, thresholds
 
     def __call__(self, docs: list[bytes]) -> list[np.ndarray]:
-        return self.timed(self.backend.segment, docs, self.thresholds)
+        offs, counts = self.timed(self.backend.segment, docs, self.thresholds)
+        self.result.add(counts)
+        return offs
 
 
 class Code(Stage):
@@ -159,9 +161,11 @@ class Compress:
     over run.doc_slice_bytes go through the model a slice at a time (each slice starts
     a segment), which bounds the memory a single document can take."""
 
-    # Counted per model call, so split over the shards in it. The per-document counts
-    # (documents, bytes, symbols, windows, segments) come exact from reading and writing.
-    SHARED = ("unique_segments", "cache_hits", "coded_bytes")
+    # Counted per model call, so split over the shards in it: integers exactly (they add
+    # up to the call's), seconds in proportion. The per-document counts (documents,
+    # bytes, symbols, windows, segments) come exact from reading and writing.
+    SHARED = ("unique_segments", "cache_hits", "coded_bytes", "seg_positions", "code_positions", "code_padded_positions")
+    SHARED_SECONDS = ("seg_time", "code_time", "model_time")
 
     def __init__(self, cfg: JobConfig, backend: Backend, cache, thresholds):
         self.slice = cfg.run.doc_slice_bytes
@@ -187,10 +191,14 @@ class Compress:
         for key in self.SHARED:
             for r, v in zip(results, _apportion(getattr(self.tally, key), segments)):
                 setattr(r, key, getattr(r, key) + v)
-        total = sum(segments) or 1
+        total = sum(segments)
+        share = [k / total for k in segments] if total else [1.0] + [0.0] * (len(segments) - 1)
+        for key in self.SHARED_SECONDS:
+            for r, w in zip(results, share):
+                setattr(r, key, getattr(r, key) + getattr(self.tally, key) * w)
         for stage, sec in self.tally.stage_seconds.items():
-            for r, k in zip(results, segments):
-                r.stage_seconds[stage] = r.stage_seconds.get(stage, 0.0) + sec * k / total
+            for r, w in zip(results, share):
+                r.stage_seconds[stage] = r.stage_seconds.get(stage, 0.0) + sec * w
         for r, k in zip(results, segments):
             r.segments += k
         self.tally = ShardResult("", "", "done")
@@ -244,8 +252,10 @@ class ShardJob:
         self.writer.abort()
 
     def finish(self) -> ShardResult:
+        """Close and publish the Parquet (the last row group, the checksum, the upload)
+        and the rejects: timed as the `commit` stage."""
         res = self.res
-        res.stage_seconds["total"] = time.perf_counter() - self.t0
+        t = time.perf_counter()
         res.maxrss_bytes = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
         res.model_maxrss_bytes = self.backend.maxrss()
         res.rejects = len(self.rejects)
@@ -255,6 +265,8 @@ class ShardJob:
         )
         res.parquet = self.writer.commit()
         write_bytes_atomic(self.task.out(self.cfg, "_rejects"), lines, self.cfg.storage_options)
+        res.stage_seconds["commit"] = time.perf_counter() - t
+        res.stage_seconds["total"] = time.perf_counter() - self.t0
         return res
 
 
@@ -346,6 +358,7 @@ def commit_marker(task: ShardTask, cfg: JobConfig, res: ShardResult, meta: dict)
         "name": task.name, "input": redact(task.input_url), "rows": res.docs_out, "rejects": res.rejects,
         "docs_in": res.docs_in, "bytes_in": res.bytes_in, "symbols_out": res.symbols_out,
         "parquet": res.parquet, "namespace": meta.get("namespace"), "fingerprint": meta.get("fingerprint"),
+        "settings": meta.get("settings"), "precision": meta.get("precision"),
     }
     done = task.out(cfg, "_done")
     write_json_atomic(done, marker, cfg.storage_options)

@@ -89,11 +89,15 @@ def test_collisions_and_segments(corpus, model):
         assert PLOTS[kind](result).startswith(PNG)
 
 
-def test_analyze_command_writes_json_and_png(corpus, tmp_path, capsys):
+def test_analyze_command_writes_json_and_png(corpus, tmp_path, capsys, monkeypatch):
     ckpt = tiny_checkpoint(tmp_path / "tiny.pt")
-    rc = cli(["analyze", "segments", "--input", corpus, "--dest", str(tmp_path), "--sample-bytes", "3000",
+    monkeypatch.chdir(tmp_path)
+    rc = cli(["analyze", "segments", "--input", corpus, "--dest", "here", "--sample-bytes", "3000",
               "--checkpoint", ckpt, "--json"])
     assert rc == 0
-    printed = json.loads(capsys.readouterr().out)
-    assert json.loads((tmp_path / "segments.json").read_text()) == printed
-    assert (tmp_path / "segments.png").read_bytes().startswith(PNG)
+    captured = capsys.readouterr()
+    printed = json.loads(captured.out)
+    assert json.loads((tmp_path / "here" / "segments.json").read_text()) == printed
+    assert (tmp_path / "here" / "segments.png").read_bytes().startswith(PNG)
+    # A relative --dest (the default is ./analysis) is announced as the absolute path.
+    assert f"wrote {tmp_path / 'here' / 'segments.json'} and {tmp_path / 'here' / 'segments.png'}" in captured.err

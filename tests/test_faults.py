@@ -101,24 +101,33 @@ def test_killed_process_mid_shard(setup, tmp_path, what):
     assert shard_hashes(tmp_path / "out") == ref
 
 
-def test_killed_driver_then_resubmit(setup, tmp_path):
-    root, ckpt, ref = setup
-    out = tmp_path / "out"
+def start_driver(root: Path, out: Path, ckpt: str, log: Path) -> subprocess.Popen:
+    """`proxycomp run` as a user starts it, on a local Ray cluster of its own, slowed down."""
     cmd = [str(BIN / "proxycomp"), "run", "--input", str(root / "in"), "--output", str(out), "--checkpoint", ckpt,
            "--no-progress", "--set", "run.address=local", "--set", "run.metrics=false"]
     cmd += [x for kv in ["engine.lanes=64", "engine.group=32", "segment.call_positions=512", "run.torch_threads=1",
                          "run.calibration_bytes=20000", *SLOW] for x in ("--set", kv)]
+    with open(log, "wb") as f:
+        return subprocess.Popen(cmd, stdout=f, stderr=subprocess.STDOUT, env=env(), start_new_session=True)
+
+
+def wait_first_marker(proc: subprocess.Popen, out: Path, seen_partial: list) -> None:
+    deadline = time.time() + 180
+    while time.time() < deadline:
+        seen_partial += check_no_partial(out)
+        if len(list((out / "_done").glob("*.json"))) >= 1 if (out / "_done").exists() else False:
+            break
+        time.sleep(0.05)
+    assert proc.poll() is None, "driver finished before it could be stopped"
+
+
+def test_killed_driver_then_resubmit(setup, tmp_path):
+    root, ckpt, ref = setup
+    out = tmp_path / "out"
     seen_partial = []
-    with open(tmp_path / "driver.log", "wb") as log:
-        proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env(), start_new_session=True)
+    proc = start_driver(root, out, ckpt, tmp_path / "driver.log")
     try:
-        deadline = time.time() + 180
-        while time.time() < deadline:
-            seen_partial += check_no_partial(out)
-            if len(list((out / "_done").glob("*.json"))) >= 1 if (out / "_done").exists() else False:
-                break
-            time.sleep(0.05)
-        assert proc.poll() is None, "driver finished before it could be killed"
+        wait_first_marker(proc, out, seen_partial)
         stop(proc, grace=0.0)  # SIGKILL, as a preemption would, to the driver and its local Ray cluster
     finally:
         stop(proc)
@@ -131,6 +140,29 @@ def test_killed_driver_then_resubmit(setup, tmp_path):
     assert s.shards_skipped == done_before and s.shards_done == 4 - done_before
     assert shard_hashes(out) == ref
     assert not (out / "_tmp").exists() or not any((out / "_tmp").iterdir())
+
+
+def test_interrupted_driver_says_what_it_finished(setup, tmp_path):
+    """Ctrl-C: exit status 130 and one line saying how many shards were committed and
+    that the same command continues; no traceback. The log (as `ray job logs` shows it,
+    no terminal) has no advice to turn Ray's authentication off either."""
+    root, ckpt, _ = setup
+    out = tmp_path / "out"
+    proc = start_driver(root, out, ckpt, tmp_path / "driver.log")
+    try:
+        wait_first_marker(proc, out, [])
+        os.kill(proc.pid, signal.SIGINT)
+        assert proc.wait(timeout=120) == 130
+    finally:
+        stop(proc)
+    log = (tmp_path / "driver.log").read_text()
+    last = log.strip().splitlines()[-1]
+    done = len(list((out / "_done").glob("*.json")))
+    assert 1 <= done < 4
+    assert last.startswith("proxycomp: interrupted after ") and f": {done} shard(s) finished and committed" in last, log[-3000:]
+    assert "Run the same command again to continue" in last
+    assert "Traceback" not in log and "KeyboardInterrupt" not in log, log[-3000:]
+    assert "Token authentication" not in log and "RAY_AUTH_MODE" not in log, log[:3000]
 
 
 def check_no_partial(out: Path) -> list:

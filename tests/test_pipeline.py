@@ -122,11 +122,14 @@ def test_metrics_reach_the_clusters_prometheus_endpoint(done_run):
     assert all(labels["output"] == s.output for name, labels, _ in series if labels.get("run") == s.run_id)
 
 
-def test_report_is_one_self_contained_page(done_run, tmp_path):
+def test_report_is_one_self_contained_page(done_run, tmp_path, capfd):
     """A finished output as one HTML page (pictures inlined, nothing fetched) and JSON."""
     cfg, summary, _ = done_run
+    capfd.readouterr()
     out = write_report(cfg.output, str(tmp_path), cfg=AnalysisConfig(sample_bytes=3000, tokenizer_train_bytes=100_000),
                        log=lambda m: None)
+    printed = capfd.readouterr()  # nothing: the stability analysis's tokenizer training shows no progress bars
+    assert printed.out == "" and "\n\n" not in "\n" + printed.err, (printed.out, printed.err)
     page = (tmp_path / "report.html").read_text()
     data = json.loads((tmp_path / "report.json").read_text())
     assert data["counts"]["done"] == 3 and len(data["shards"]) == 3 and data["runs"][0]["run_id"] == summary.run_id
@@ -150,12 +153,24 @@ def test_second_run_skips_and_rerun_is_byte_identical(done_run):
     # Small shards share tasks and model calls by default; one task per shard, other lane
     # counts, two lane sets and more torch threads must give the same bytes (model calls
     # are batch-invariant, and scheduling settings stay out of the output's metadata).
-    ungrouped = job_config(cfg.input, cfg.output, cfg.model.checkpoint, "run.small_shard_bytes=0",
-                           "engine.lanes=128", "engine.lane_sets=2", "run.torch_threads=2")
-    forced = run_job(ungrouped, force=True, log=lambda m: None)
+    # Nor does the input spelled another way (file://, a trailing slash): the shards'
+    # metadata hold the resolved path. No cache, either: every segment is coded.
+    ungrouped = job_config(f"file://{cfg.input}/", cfg.output, cfg.model.checkpoint, "run.small_shard_bytes=0",
+                           "engine.lanes=128", "engine.lane_sets=2", "run.torch_threads=2", "cache.enabled=false")
+    logged = []
+    forced = run_job(ungrouped, force=True, log=logged.append)
     assert forced.shards_done == 3
     after = {p.name: sha256(p) for p in (root / "out" / "shards").iterdir()}
     assert after == before
+    # Each shard's stats hold the model work done for it: over the shards they add up to
+    # the run's summary (which calibrated nothing: the thresholds were there).
+    stats = [json.loads((root / "out" / "_stats" / f"{n}.json").read_text()) for n in ("part-00000", "part-00001", "part-00002")]
+    assert not any("calibrat" in m for m in logged)
+    for key in ("seg_positions", "code_positions", "code_padded_positions", "coded_bytes", "unique_segments"):
+        assert all(s[key] > 0 for s in stats) and sum(s[key] for s in stats) == getattr(forced, key), key
+    for key in ("seg_time", "code_time", "model_time"):
+        assert all(s[key] > 0 for s in stats) and sum(s[key] for s in stats) == pytest.approx(getattr(forced, key)), key
+    assert all(s["stage_seconds"]["commit"] > 0 and s["stage_seconds"]["write"] > 0 for s in stats)
     with pytest.raises(JobError, match="no shard matches"):
         run_job(cfg, shards=["nope"], log=lambda m: None)
 

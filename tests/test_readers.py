@@ -46,6 +46,8 @@ def test_zstd_multi_frame_and_long_lines(tmp_path):
 
 
 def test_bad_rows_become_rejects_with_reasons(tmp_path):
+    """Every line is a row: a document or a reject with its reason (a blank line too,
+    so that documents in = documents out + rejects counts the file's lines)."""
     p = tmp_path / "bad.jsonl"
     p.write_bytes(
         b'{"content": "ok"}\n'
@@ -55,16 +57,29 @@ def test_bad_rows_become_rejects_with_reasons(tmp_path):
         b'{"content": [1, 2]}\n'
         b"\n"
         b'{"content": "' + b"a" * 100 + b'"}\n'
+        b'{"content": null}\n'
+        b'{"content": null, "text": "fallback"}\n'
     )
     items = list(read_shard(str(p), ReaderConfig(max_document_bytes=50)))
     kinds = [(type(i).__name__, i.row) for i in items]
-    assert kinds == [("Document", 0), ("Reject", 1), ("Reject", 2), ("Reject", 3), ("Reject", 4), ("Reject", 6)]
+    assert kinds == [("Document", 0), ("Reject", 1), ("Reject", 2), ("Reject", 3), ("Reject", 4), ("Reject", 5),
+                     ("Reject", 6), ("Reject", 7), ("Document", 8)]
     reasons = [i.reason for i in items if isinstance(i, Reject)]
     assert reasons[0].startswith("not JSON")
     assert reasons[1] == "no 'content' or 'text' field"
     assert "not valid Unicode" in reasons[2]
     assert reasons[3] == "field 'content' is list, expected text"
-    assert "exceeds max_document_bytes 50" in reasons[4]
+    assert reasons[4] == "blank line"
+    assert "exceeds max_document_bytes 50" in reasons[5]
+    assert reasons[6] == "field 'content' is null"
+    assert items[-1].data == b"fallback"
+
+
+def test_null_parquet_value_is_rejected_as_null(tmp_path):
+    p = tmp_path / "n.parquet"
+    pq.write_table(pa.table({"text": pa.array(["x = 1\n", None], pa.string())}), p)
+    items = list(read_shard(str(p)))
+    assert isinstance(items[0], Document) and items[1].reason == "field 'text' is null"
 
 
 def test_binary_parquet_column_requires_utf8(tmp_path):
