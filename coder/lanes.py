@@ -92,10 +92,13 @@ def encode_lanes_kernel(data, seg_off, order, queue, st, waiting, cum_in, freq_i
 
 @njit(cache=True, nogil=True)
 def decode_lanes_kernel(codes, counts, win_off, seg_off, order, queue, st, waiting, freq_in, bos_freq,
-                        window_bits, out, bad_seg, tok, slot, lo, hi):
+                        window_bits, max_window_bytes, out, bad_seg, tok, slot, lo, hi):
     """Decoder twin of encode_lanes_kernel: consume one model step (full frequency rows
     for the waiting lanes in [lo, hi)), refill idle ones, say what to compute next.
-    Segments whose windows do not decode to exactly their length are flagged in bad_seg."""
+    Segments whose windows do not decode to exactly their length, or claim a window
+    longer than max_window_bytes, are flagged in bad_seg: a damaged record must never
+    make a slot the model's KV cache does not have (on a GPU that is a device-side
+    assert that poisons the whole process)."""
     g = np.int64(STATE_BITS - window_bits)
     n_seg = seg_off.shape[0] - 1
     n_wait = 0
@@ -131,7 +134,7 @@ def decode_lanes_kernel(codes, counts, win_off, seg_off, order, queue, st, waiti
                 st[b, D_SEG] = -1
                 continue
             n = np.int64(counts[w])
-            if n < 0 or pos + max(n, 1) > st[b, D_END] or (n == 0 and codes[w] > 255):
+            if n < 0 or n > max_window_bytes or pos + max(n, 1) > st[b, D_END] or (n == 0 and codes[w] > 255):
                 bad_seg[s] = 2
                 st[b, D_SEG] = -1
                 continue
@@ -261,6 +264,7 @@ class LaneDecoder:
         self.win = check_windows(windows, self.seg_off.shape[0] - 1)
         self.config = config
         self.lanes = lanes
+        self.max_window = config.max_window_bytes or np.iinfo(np.int64).max
         _, self.bos_freq = _bos_ints(bos_freq)
         self.st = np.full((lanes, 11), -1, np.int64)
         self.waiting = np.zeros(lanes, np.bool_)
@@ -275,7 +279,8 @@ class LaneDecoder:
     def _run(self, freq_rows, lo, hi) -> int:
         return decode_lanes_kernel(
             self.win.codes, self.win.counts, self.win.win_off, self.seg_off, self.order, self.queue, self.st, self.waiting,
-            freq_rows, self.bos_freq, self.config.window_bits, self.out, self.bad_seg, self.tok, self.slot, lo, hi,
+            freq_rows, self.bos_freq, self.config.window_bits, self.max_window, self.out, self.bad_seg, self.tok, self.slot,
+            lo, hi,
         )
 
     def advance(self, freq_rows: np.ndarray, lo: int = 0, hi: int | None = None) -> int:

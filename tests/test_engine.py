@@ -101,6 +101,19 @@ def test_verify_catches_tampering(comp, thresholds):
     assert comp.verify(comp.compress(docs, thresholds), [docs[0], docs[1][:-1] + b"?", docs[2]]) == [True, False, True]
 
 
+def test_a_window_longer_than_the_kv_cache_is_a_bad_segment_not_a_crash(thresholds):
+    """A damaged count that still fits its segment must not make the decoder ask the
+    model for a slot past the KV cache (an IndexError on a CPU, a device-side assert
+    that poisons the process on a GPU): the document just fails to decode."""
+    comp = tiny_compressor(max_window_bytes=4)
+    docs = [b"x = 1\n" * 40]
+    rec = comp.compress(docs, seg_offsets=[np.array([0, 12, len(docs[0])], np.int64)])[0]
+    assert comp.decode([rec]) == docs and rec.window_counts.max() <= 4
+    rec.window_counts = rec.window_counts.copy()
+    rec.window_counts[0] = 5  # one window claims 5 bytes: inside its 12-byte segment, past max_window_bytes
+    assert comp.decode([rec]) == [None]
+
+
 @pytest.mark.parametrize("kind", [SegmenterKind.NEWLINE, SegmenterKind.FIXED])
 def test_other_segmenters_round_trip(kind):
     comp = tiny_compressor(seg=SegmentConfig(kind=kind, call_positions=512, fixed_bytes=40))
