@@ -39,6 +39,7 @@ from . import numerics
 from .config import EngineConfig, Precision, SegmentConfig, SegmenterKind, Thresholds
 from .model import BOS, ByteLM, load_checkpoint
 from .records import Counts, DocRecord, SegmentStore, compress_documents
+from .runner import Layer, layer_for
 from .segment import EntropyStats, calibrate_thresholds, entropies, segment_offsets
 from .steps import EntropyRows, LaneSteps, StepMode
 
@@ -60,7 +61,7 @@ def checkpoint_fingerprint(checkpoint: str | Path | bytes | None = None) -> str:
 
 class NeuralCompressor:
     def __init__(self, model: ByteLM, fingerprint: str, cfg: EngineConfig = EngineConfig(),
-                 seg_cfg: SegmentConfig = SegmentConfig()):
+                 seg_cfg: SegmentConfig = SegmentConfig(), layer: Layer | None = None):
         if not cfg.coder.windowed:
             raise ValueError("window_bits 0 (no windows) codes whole segments: an analysis mode "
                              "(compressor_model.ablation), not the engine's")
@@ -78,8 +79,7 @@ class NeuralCompressor:
         self.dtype = torch.bfloat16 if self.precision is Precision.BF16 else torch.float32
         self.stats = Counts()
         self.training_info: dict = {}  # what the checkpoint says about its training
-        graphs = cfg.cuda_graphs and self.device.type == "cuda"
-        pool = torch.cuda.graph_pool_handle() if graphs else None
+        self.layer = layer or layer_for(self.device, cfg.cuda_graphs)
         with torch.no_grad(), self.autocast():
             self.kv = [self.model.new_cache(cfg.group, cfg.max_window_bytes, dtype=self.dtype)
                        for _ in range(cfg.lanes // cfg.group)]
@@ -88,9 +88,8 @@ class NeuralCompressor:
                 torch.full((cfg.group,), BOS, device=self.device), torch.zeros(cfg.group, dtype=torch.long, device=self.device), self.kv[0]
             )
         self.bos_freq = quantize_logits(bos_logits[:1])[0].cpu().numpy()
-        self._rows = EntropyRows(self.model, self.device, self.precision, graphs, pool)
-        self._steps = {m: LaneSteps(self.model, self.kv, cfg.group, sets, self.device, self.precision, graphs, pool, m)
-                       for m in StepMode}
+        self._rows = EntropyRows(self.model, self.layer, self.precision)
+        self._steps = {m: LaneSteps(self.model, self.kv, cfg.group, sets, self.layer, self.precision, m) for m in StepMode}
 
     # -- construction -------------------------------------------------------------------
 
@@ -154,16 +153,24 @@ class NeuralCompressor:
         finished step of lanes [lo, hi) to the coder and returns how many still wait.
         Returns the rows computed."""
         rows, pending = 0, []
-        for s, (lo, hi) in enumerate(steps.sets):
-            if lanes.waiting[lo:hi].any():
-                rows += steps.launch(s, lanes.waiting)
-                pending.append(s)
-        while pending:
-            s = pending.pop(0)
-            steps.wait(s)
-            if advance(*steps.sets[s]):
-                rows += steps.launch(s, lanes.waiting)
-                pending.append(s)
+        try:
+            for s, (lo, hi) in enumerate(steps.sets):
+                if lanes.waiting[lo:hi].any():
+                    rows += steps.launch(s, lanes.waiting)
+                    pending.append(s)
+            while pending:
+                s = pending[0]
+                steps.wait(s)
+                pending.pop(0)
+                if advance(*steps.sets[s]):
+                    rows += steps.launch(s, lanes.waiting)
+                    pending.append(s)
+        except BaseException:
+            # Steps still in flight read the pinned inputs and write the outputs; the
+            # next call rewrites both, so nothing may be in flight when this one ends.
+            for s in pending:
+                steps.wait(s)
+            raise
         return rows
 
     @torch.no_grad()

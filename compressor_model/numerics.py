@@ -5,7 +5,7 @@ AMX, Arm BF16), where it runs about 2x faster than fp32; on a CPU without them b
 emulated and was measured 5.6x *slower* than fp32 (docs/architecture.md). So
 `Precision.AUTO` (the default, for compression and training) resolves per process:
 
-* CUDA: bf16 when the device supports it, else fp32;
+* CUDA: bf16 when the device has native bf16 (Ampere and later), else fp32;
 * CPU: fp32 unless the CPU reports native bf16, and then only if a short probe of
   model-shaped matrix products confirms that bf16 is clearly faster.
 
@@ -83,7 +83,8 @@ def resolve(precision: Precision, device: torch.device) -> Precision:
     if precision is not Precision.AUTO:
         return precision
     if device.type == "cuda":
-        return Precision.BF16 if torch.cuda.is_bf16_supported() else Precision.FP32
+        # Emulated bf16 (a T4, a V100) counts as supported by default, and is slow.
+        return Precision.BF16 if torch.cuda.is_bf16_supported(including_emulation=False) else Precision.FP32
     return Precision.BF16 if cpu_prefers_bf16() else Precision.FP32
 
 

@@ -10,9 +10,10 @@ W-bit code point inside the interval (or at max_window_bytes, or at the segment'
 end), and its code is the smallest code point inside. A byte that does not fit even
 an empty window is escaped: the window's code is the raw byte, its count 0.
 
-The one concession to the engine is the shape of the model call: the lane sits in row 0
-of a call with `group` rows (the rest idle), because the engine's results are defined
-for that fixed shape (they are batch-invariant within it, not across shapes).
+The one concession to the engine is the shape of the model call: the lane sits in one
+row (`row`, 0 by default) of a call with `group` rows (the rest idle), because the
+engine's results are defined for that fixed shape (they are batch-invariant within it,
+not across shapes). Which row must not matter: the engine runs a segment in any lane.
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ from .numerics import Precision, autocast
 
 @torch.no_grad()
 def reference_windows(model: ByteLM, segment: bytes, cfg: EngineConfig,
-                      precision: Precision = Precision.FP32) -> tuple[list[int], list[int]]:
+                      precision: Precision = Precision.FP32, row: int = 0) -> tuple[list[int], list[int]]:
     """(codes, byte counts) of one segment's windows."""
     device = next(model.parameters()).device
     dtype = torch.bfloat16 if precision is Precision.BF16 else torch.float32
@@ -39,11 +40,11 @@ def reference_windows(model: ByteLM, segment: bytes, cfg: EngineConfig,
 
         def next_freq(prev: int | None, n: int) -> list[int]:
             # The n-th byte of a window is predicted from BOS and the n bytes before it;
-            # the latest, prev, goes into the cache at slot n. Row 0 is our lane; the
+            # the latest, prev, goes into the cache at slot n. `row` is our lane; the
             # other rows idle as the engine's do.
             toks = torch.zeros(G, dtype=torch.long, device=device)
             slots = torch.ones(G, dtype=torch.long, device=device)
-            toks[0], slots[0] = (BOS, 0) if prev is None else (prev, n)
-            return quantize_logits(model.step(toks, slots, kv))[0].tolist()
+            toks[row], slots[row] = (BOS, 0) if prev is None else (prev, n)
+            return quantize_logits(model.step(toks, slots, kv))[row].tolist()
 
         return window_loop(segment, next_freq, cfg.coder.window_bits, cfg.max_window_bytes)

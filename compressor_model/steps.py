@@ -12,7 +12,6 @@
 from __future__ import annotations
 
 import enum
-import functools
 import time
 
 import numpy as np
@@ -22,7 +21,7 @@ from coder.quantize import coding_ints, quantize
 
 from .model import ByteLM, KVCache
 from .numerics import Precision, autocast
-from .runner import Completion, Mirror, StaticCall
+from .runner import Layer
 from .segment import row_entropy
 
 
@@ -38,31 +37,22 @@ class LaneSteps:
     them in place); out.np holds the results: [lanes, 2] (cum, freq) or [lanes, 256].
     """
 
-    def __init__(self, model: ByteLM, kv: list[KVCache], group: int, sets: int, device: torch.device,
-                 precision: Precision, graphs: bool, pool, mode: StepMode):
-        self.model, self.kv, self.group, self.mode = model, kv, group, mode
-        self.device, self.precision = device, precision
+    def __init__(self, model: ByteLM, kv: list[KVCache], group: int, sets: int, layer: Layer,
+                 precision: Precision, mode: StepMode):
+        self.group, self.mode = group, mode
         lanes = len(kv) * group
         per_set = lanes // sets
         self.sets = [(s * per_set, (s + 1) * per_set) for s in range(sets)]
-        self.inp = Mirror((lanes, 3), torch.int64, device)  # lane-major: a set's rows are one block
-        self.out = Mirror((lanes, 2) if mode is StepMode.ENCODE else (lanes, 256), torch.int32, device)
-        self.calls = [StaticCall(functools.partial(self._step, k), device, graphs, pool) for k in range(len(kv))]
-        self.done = [Completion(device) for _ in self.sets]
+        self.inp = layer.mirror((lanes, 3), torch.int64)  # lane-major: a set's rows are one block
+        self.out = layer.mirror((lanes, 2) if mode is StepMode.ENCODE else (lanes, 256), torch.int32)
+        rows = [slice(k * group, (k + 1) * group) for k in range(len(kv))]
+        # The calls hold what they compute with, not this object: no reference cycle, so
+        # a dropped compressor frees its buffers and graphs at once, not at some later
+        # garbage collection (which could fall inside another compressor's capture).
+        self.calls = [layer.static(_step_fn(model, kv[k], self.inp.dev[r], self.out.dev[r], layer.device, precision, mode))
+                      for k, r in enumerate(rows)]
+        self.done = [layer.completion() for _ in self.sets]
         self.seconds = 0.0  # host time spent launching and waiting for device work
-
-    def _step(self, k: int) -> None:
-        rows = slice(k * self.group, (k + 1) * self.group)
-        x = self.inp.dev[rows]  # [G, 3]
-        with autocast(self.device, self.precision):
-            logits = self.model.step(x[:, 0], x[:, 1], self.kv[k])  # [G, 256]
-        probs = torch.softmax(logits.float(), -1)
-        if self.mode is StepMode.ENCODE:
-            cum, freq = coding_ints(probs, x[:, 2])
-            self.out.dev[rows, 0] = cum
-            self.out.dev[rows, 1] = freq
-        else:
-            self.out.dev[rows] = quantize(probs)
 
     def launch(self, s: int, waiting: np.ndarray) -> int:
         """Queue one step for lane set s: every group with a waiting lane. Returns the
@@ -84,24 +74,37 @@ class LaneSteps:
         self.seconds += time.perf_counter() - t
 
 
+def _step_fn(model: ByteLM, kv: KVCache, x: torch.Tensor, out: torch.Tensor, device: torch.device,
+             precision: Precision, mode: StepMode):
+    """One group's step: x [G, 3] (token, slot, target) -> out [G, 2] or [G, 256]."""
+    def step() -> None:
+        with autocast(device, precision):
+            logits = model.step(x[:, 0], x[:, 1], kv)  # [G, 256]
+        probs = torch.softmax(logits.float(), -1)
+        if mode is StepMode.ENCODE:
+            cum, freq = coding_ints(probs, x[:, 2])
+            out[:, 0] = cum
+            out[:, 1] = freq
+        else:
+            out.copy_(quantize(probs))
+
+    return step
+
+
 class EntropyRows:
     """`segment.entropies`' forward: int64 [rows, T] -> float32 [rows, T] entropies, one
     static call per shape. The returned array is reused by the next call of its shape."""
 
-    def __init__(self, model: ByteLM, device: torch.device, precision: Precision, graphs: bool, pool):
-        self.model, self.device, self.precision, self.graphs, self.pool = model, device, precision, graphs, pool
+    def __init__(self, model: ByteLM, layer: Layer, precision: Precision):
+        self.model, self.layer, self.precision = model, layer, precision
         self.calls: dict[tuple, tuple] = {}
         self.seconds = 0.0
 
     def _call(self, shape: tuple) -> tuple:
         if shape not in self.calls:
-            x, h = Mirror(shape, torch.int64, self.device), Mirror(shape, torch.float32, self.device)
-
-            def fn():
-                with autocast(self.device, self.precision):
-                    h.dev.copy_(row_entropy(self.model, x.dev))
-
-            self.calls[shape] = (x, h, StaticCall(fn, self.device, self.graphs, self.pool), Completion(self.device))
+            x, h = self.layer.mirror(shape, torch.int64), self.layer.mirror(shape, torch.float32)
+            fn = _entropy_fn(self.model, x.dev, h.dev, self.layer.device, self.precision)
+            self.calls[shape] = (x, h, self.layer.static(fn), self.layer.completion())
         return self.calls[shape]
 
     def __call__(self, rows: np.ndarray) -> np.ndarray:
@@ -115,3 +118,11 @@ class EntropyRows:
         done.wait()
         self.seconds += time.perf_counter() - t
         return h.np
+
+
+def _entropy_fn(model: ByteLM, x: torch.Tensor, h: torch.Tensor, device: torch.device, precision: Precision):
+    def rows() -> None:
+        with autocast(device, precision):
+            h.copy_(row_entropy(model, x))
+
+    return rows

@@ -66,7 +66,8 @@ class ActorContext:
             # a restarted actor needs nothing from the driver.
             self.models = [
                 Model.options(name=self._name(f"model-{i}"), num_cpus=self.actor_cpus, num_gpus=cfg.run.gpus_per_actor,
-                              resources=cfg.run.model_resources, max_restarts=-1, max_task_retries=0)
+                              resources=cfg.run.model_resources, max_restarts=-1, max_task_retries=0,
+                              max_concurrency=1)  # one call at a time: the static device buffers are shared
                 .remote(cfg, threads, self._name(f"model-{i}") if cfg.run.metrics else "")
                 for i in range(cfg.run.model_actors)
             ]

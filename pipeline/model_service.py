@@ -8,6 +8,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import resource
+import sys
 import time
 
 import fsspec
@@ -24,6 +25,9 @@ from .metrics import BusyGauge
 
 
 class ModelService:
+    """One request at a time (the Ray actor runs with max_concurrency=1): every call
+    works in the compressor's static device buffers and KV caches."""
+
     def __init__(self, cfg: JobConfig, torch_threads: int = 0, metrics_name: str = ""):
         register_secrets(cfg)
         self.busy = BusyGauge(metrics_name) if metrics_name else None
@@ -68,19 +72,35 @@ class ModelService:
 
     def _counted(self, fn, *args):
         before = dataclasses.replace(self.comp.stats)
-        out = fn(*args)
+        out = _on_device(fn, *args)
         if self.busy is not None:
             self.busy.update(self.comp.stats.seg_time + self.comp.stats.code_time)
         return out, self.comp.stats.since(before)
 
     def decode(self, windows: Windows, seg_off: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        return self.comp.decode_segments(windows, seg_off)
+        return _on_device(self.comp.decode_segments, windows, seg_off)
 
     def pid(self) -> int:
         return os.getpid()
 
     def maxrss(self) -> int:
         return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+
+
+DEVICE_ERROR_EXIT = 70  # the model actor's exit status after a device error (EX_SOFTWARE)
+
+
+def _on_device(fn, *args):
+    """Run model work; a device error ends the process. After a CUDA error (a
+    device-side assert, an illegal address) every later CUDA call of the process fails,
+    but the actor would live on and fail every shard sent to it: Ray restarts only
+    actors that die, and then the shard tasks retry on the fresh one."""
+    try:
+        return fn(*args)
+    except torch.AcceleratorError as e:
+        print(f"[proxycomp] model actor {os.getpid()}: device error, exiting so that Ray restarts it: "
+              f"{str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__}", file=sys.stderr, flush=True)
+        os._exit(DEVICE_ERROR_EXIT)
 
 
 def read_checkpoint(url: str, storage_options: dict | None = None) -> bytes | None:

@@ -3,18 +3,20 @@ batch-invariant, cache-consistent, and verification that catches tampering."""
 
 from __future__ import annotations
 
+import copy
+
 import numpy as np
 import pytest
 import torch
 
 from cache.entry import _HEADER, pack_entry
 from cache.local import LocalSegmentCache
-from compressor_model.engine import NeuralCompressor, Precision
+from compressor_model.engine import EngineConfig, NeuralCompressor, Precision
 from compressor_model.model import ByteLM, load_checkpoint
 from compressor_model.reference import reference_windows
 from compressor_model.segment import SegmentConfig, SegmenterKind
 from pipeline.service import CachedSegments
-from tests.engine_fixtures import code_docs, tiny_compressor
+from tests.engine_fixtures import code_docs, tiny_compressor, tiny_model
 
 
 @pytest.fixture(scope="module")
@@ -180,13 +182,22 @@ def test_lane_sets_and_thread_counts_do_not_change_a_bit(comp, thresholds):
 def test_auto_precision_follows_the_hardware(monkeypatch):
     from compressor_model import numerics
 
-    comp = tiny_compressor()  # auto: the concrete choice is stamped into numerics and the namespace
+    def on_cpu(**kw):  # a copy of the shared model: on a GPU machine the others keep theirs on the GPU
+        m = copy.deepcopy(tiny_model())
+        return NeuralCompressor(m, m.fingerprint(), EngineConfig(lanes=16, group=8, device="cpu", **kw))
+
+    comp = on_cpu()  # auto: the concrete choice is stamped into numerics and the namespace
     assert comp.precision in (Precision.BF16, Precision.FP32)
     assert f"|{comp.precision.value}|" in comp.numerics and torch.backends.cpu.get_cpu_capability() in comp.numerics
     other = Precision.FP32 if comp.precision is Precision.BF16 else Precision.BF16
-    assert tiny_compressor(precision=other).namespace != comp.namespace
+    assert on_cpu(precision=other).namespace != comp.namespace
     cpu = torch.device("cpu")
     assert numerics.resolve(Precision.FP32, cpu) is Precision.FP32 and numerics.resolve(Precision.BF16, cpu) is Precision.BF16
+    # A GPU whose bf16 is emulated (T4, V100) runs fp32: torch counts emulation as support by default.
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda including_emulation=True: including_emulation)
+    assert numerics.resolve(Precision.AUTO, torch.device("cuda")) is Precision.FP32
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda including_emulation=True: True)
+    assert numerics.resolve(Precision.AUTO, torch.device("cuda")) is Precision.BF16
 
     def decide(flags, speedup):
         numerics.cpu_prefers_bf16.cache_clear()
