@@ -34,7 +34,8 @@ bench-all: bench
 	$(PY) -m pipeline.bench --json
 
 # On a GPU machine (no virtualenv: its python3 has CUDA torch; wheels for the rest come
-# from .whl/, made by `make gpu-wheels` where PyPI is reachable). One JSON object out.
+# from .whl/, made by `make gpu-wheels` where PyPI is reachable). One JSON per step in
+# --out as each step ends (deploy/README.md: the two commands that fit a borrowed GPU).
 bench-gpu:
 	bash deploy/bench-gpu.sh $(ARGS)
 

@@ -122,6 +122,21 @@ def test_captured_calls_never_sync_with_the_host(docs, expected):
             StaticCall(bad, checking_capture)()  # as the engine meets it: the call still runs, eagerly
 
 
+def test_warm_up_captures_every_call_and_changes_no_bit(docs, expected):
+    """After warm_up no call captures any more (a benchmark's timed region holds no
+    capture), and what it ran leaves no trace in the results."""
+    th, records, entropies = expected
+    layer = DeferredLayer(capture=checking_capture)
+    comp = on(layer)
+    comp.warm_up()
+    layer.run_until(None)
+    captured = layer.captures
+    assert captured == len(comp._rows.calls) + sum(len(s.calls) for s in comp._steps.values())
+    assert same_records(comp.compress(docs, th), records) and comp.decode(records) == docs
+    assert all(np.array_equal(a, b) for a, b in zip(comp.entropies(docs), entropies))
+    assert layer.captures == captured
+
+
 def test_a_dropped_compressor_is_freed_without_the_garbage_collector(docs, expected):
     """No reference cycles: buffers, KV caches and (on CUDA) graphs go as soon as the
     compressor does, not whenever a collection runs (possibly inside another one's
