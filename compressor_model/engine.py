@@ -22,6 +22,7 @@ cache namespace and of every output's metadata.
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import time
 from importlib import resources
@@ -75,7 +76,9 @@ class NeuralCompressor:
         self.precision = numerics.resolve(cfg.precision, self.device)
         if self.device.type == "cuda":
             numerics.fix_cuda_math()
-        self.model = model.to(self.device).eval()
+        # A copy: the caller's model keeps its device and dtypes (tests share one model
+        # between compressors of several devices and precisions).
+        self.model = numerics.cast_once(copy.deepcopy(model), self.precision).to(self.device).eval()
         self.dtype = torch.bfloat16 if self.precision is Precision.BF16 else torch.float32
         self.stats = Counts()
         self.training_info: dict = {}  # what the checkpoint says about its training

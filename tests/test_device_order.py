@@ -15,9 +15,11 @@ import weakref
 import numpy as np
 import pytest
 import torch
+from torch.utils._python_dispatch import TorchDispatchMode
 
 from compressor_model import engine as engine_module
 from compressor_model.engine import EngineConfig, NeuralCompressor
+from compressor_model.numerics import Precision
 from compressor_model.model import CONFIGS, ByteLM
 from compressor_model.reference import reference_windows
 from compressor_model.runner import StaticCall
@@ -135,6 +137,33 @@ def test_warm_up_captures_every_call_and_changes_no_bit(docs, expected):
     assert same_records(comp.compress(docs, th), records) and comp.decode(records) == docs
     assert all(np.array_equal(a, b) for a, b in zip(comp.entropies(docs), entropies))
     assert layer.captures == captured
+
+
+class WeightCasts(TorchDispatchMode):
+    """Counts fp32 -> bf16 casts of matrices: what autocast does to every Linear weight
+    in every call when the weights are kept in fp32."""
+
+    def __init__(self):
+        super().__init__()
+        self.n = 0
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        if (func is torch.ops.aten._to_copy.default and args[0].dim() == 2 and args[0].dtype == torch.float32
+                and kwargs.get("dtype") == torch.bfloat16):
+            self.n += 1
+        return func(*args, **kwargs)
+
+
+def test_bf16_weights_are_cast_once_not_in_every_step():
+    comp = tiny_compressor(precision=Precision.BF16, device="cpu")
+    assert all(m.weight.dtype == torch.bfloat16 for m in comp.model.modules() if isinstance(m, torch.nn.Linear))
+    assert all(p.dtype == torch.float32 for p in tiny_model().parameters())  # the caller's model is untouched
+    data = np.frombuffer(b"def f(x):\n    return x\n" * 3, np.uint8)
+    casts = WeightCasts()
+    with casts:
+        comp.encode_segments(data, np.array([0, 10, len(data)], np.int64))
+    assert casts.n == 0
 
 
 def test_a_dropped_compressor_is_freed_without_the_garbage_collector(docs, expected):

@@ -142,7 +142,7 @@ def test_fp32_precision_round_trip(thresholds):
 def test_checkpoints_round_trip_and_refuse_code(tmp_path):
     comp = tiny_compressor()
     path = tmp_path / "m.pt"
-    torch.save(comp.model.to_checkpoint(), path)
+    torch.save(tiny_model().to_checkpoint(), path)  # comp.model is the engine's copy (bf16 Linears in bf16)
     again = NeuralCompressor.load(path, comp.cfg, comp.seg_cfg)
     assert again.fingerprint == comp.fingerprint and again.namespace == comp.namespace
     ckpt = load_checkpoint(path)
@@ -214,11 +214,12 @@ def test_auto_precision_follows_the_hardware(monkeypatch):
         numerics.cpu_prefers_bf16.cache_clear()
 
 
-@pytest.mark.parametrize("max_window_bytes", [32, 7])
-def test_lane_engine_matches_the_single_lane_reference(thresholds, max_window_bytes):
+@pytest.mark.parametrize("max_window_bytes, precision", [(32, Precision.FP32), (7, Precision.FP32), (32, Precision.BF16)])
+def test_lane_engine_matches_the_single_lane_reference(thresholds, max_window_bytes, precision):
     """The batched, lane-driven engine codes every segment exactly as the one-screen
-    reference does (compressor_model/reference.py)."""
-    comp = tiny_compressor(max_window_bytes=max_window_bytes)
+    reference does (compressor_model/reference.py), which runs the fp32 model under
+    autocast: in bf16 the engine's weights cast once give the same bits."""
+    comp = tiny_compressor(max_window_bytes=max_window_bytes, precision=precision)
     docs = [d[:1500] for d in code_docs(3)] + ["ünïcödé ✓ \x00\x01".encode()]
     offs = comp.segment(docs, thresholds)
     segs = [d[a:b] for d, off in zip(docs, offs) for a, b in zip(off[:-1], off[1:])]
@@ -228,5 +229,5 @@ def test_lane_engine_matches_the_single_lane_reference(thresholds, max_window_by
     assert len(segs) > 20
     for k, seg in enumerate(segs):
         a, b = win.win_off[k], win.win_off[k + 1]
-        codes, counts = reference_windows(comp.model, seg, comp.cfg, comp.precision)
+        codes, counts = reference_windows(tiny_model(), seg, comp.cfg, comp.precision)
         assert (win.codes[a:b].tolist(), win.counts[a:b].tolist()) == (codes, counts), k
