@@ -68,3 +68,27 @@ def test_shipped_model_round_trips_on_the_gpu(docs):
     recs = comp.compress(docs, th)
     assert comp.decode(recs) == docs
     assert sum(len(r.symbols) for r in recs) < sum(map(len, docs)) / 2  # it compresses
+
+
+def test_compressors_share_one_warm_up_stream_and_free_their_graphs(docs):
+    """Graph warm-ups of every compressor use one side stream per device (each stream
+    costs a cuBLAS workspace), and a dropped compressor's graphs and buffers go at once."""
+    import gc
+    import weakref
+
+    from compressor_model.runner import _warmup_stream
+
+    _warmup_stream.cache_clear()
+    a, b = cuda_compressor(True), cuda_compressor(True, lanes=32, sets=1)
+    th = a.calibrate(docs)
+    a.compress(docs, th)
+    b.compress(docs, th)
+    assert _warmup_stream.cache_info().currsize == 1
+    before = torch.cuda.memory_allocated()
+    gc.disable()
+    try:
+        gone = weakref.ref(b)
+        del b
+        assert gone() is None and torch.cuda.memory_allocated() < before
+    finally:
+        gc.enable()
