@@ -1,6 +1,7 @@
 """`proxycomp`: run, calibrate, status, verify, export, analyze, report, train-tokenizer, demo.
 
     proxycomp run --input URL --output URL [--config job.yaml] [--shards NAME,...] [--force]
+    proxycomp run --config job.yaml                  (input: and output: in the YAML)
     proxycomp status --output URL [--json]
     proxycomp verify --output URL [--sample N]
     proxycomp calibrate --input URL --output URL

@@ -121,6 +121,7 @@ def run_job(cfg: JobConfig, shards: list[str] | None = None, force: bool = False
     stale = check_mixing(index, cfg, "settings", settings, tasks, redo, bool(shards))
     summary = Summary(cfg.output, shards_total=len(selected), shards_skipped=len(selected) - len(todo))
     if not todo and not _needs_model_check(index, cfg, tasks):
+        index.save()  # the markers read for the check: the next pass (status, verify) reuses them
         summary.nothing_to_do = True
         summary.wall_s = summary.startup_s = time.perf_counter() - t0
         return summary
