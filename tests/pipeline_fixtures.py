@@ -24,12 +24,16 @@ def make_input(root: Path, n_shards: int = 3, max_bytes: int = 24_000, fmt: str 
     return write_shards(files, root, n_shards, fmt)
 
 
+# Small, fast settings for tests on 2 cores (as a user's YAML file would hold them).
+FAST = {"run": {"address": "local", "progress": False, "torch_threads": 1, "batch_bytes": 8000, "shard_workers": 2,
+                "calibration_bytes": 20000, "metrics": False},
+        "engine": {"lanes": 64, "group": 32}, "segment": {"call_positions": 512}, "cache": {"shards": 2}}
+
+
 def job_config(inp: str, out: str, ckpt: str, *extra: str, storage_options: dict | None = None):
     overrides = [
         f"input={json.dumps(inp)}", f"output={json.dumps(out)}", f"model.checkpoint={json.dumps(ckpt)}",
-        "run.address=local", "run.progress=false", "run.torch_threads=1", "run.batch_bytes=8000",
-        "run.shard_workers=2", "run.calibration_bytes=20000", "run.metrics=false",
-        "engine.lanes=64", "engine.group=32", "segment.call_positions=512", "cache.shards=2",
+        *(f"{section}.{k}={json.dumps(v)}" for section, d in FAST.items() for k, v in d.items()),
         *extra,
     ]
     if storage_options:

@@ -13,10 +13,13 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 import ray
+import yaml
 from proxytrain import DatasetConfig, ProxyDataset
 
 from compressor_model.stdlib import stdlib_files, take_bytes
+from pipeline import job as job_module
 from pipeline.cli import main as cli
+from pipeline.config import load_config
 from pipeline.job import JobError, run_job
 from pipeline.plan import group_small, shard_status
 from pipeline.analysis import AnalysisConfig
@@ -25,7 +28,7 @@ from pipeline.output import read_metadata
 from pipeline.sample import write_shards
 from pipeline.shard import ShardTask
 from pipeline.verify import verify_output
-from tests.pipeline_fixtures import job_config, make_input, sha256, tiny_checkpoint
+from tests.pipeline_fixtures import FAST, job_config, make_input, sha256, tiny_checkpoint
 from tests.procs import free_port
 from tests.venvs import make_venv
 
@@ -51,11 +54,20 @@ def ckpt(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def done_run(cluster, ckpt, tmp_path_factory):
+    """A job as a user writes it: a YAML file with paths relative to where it runs."""
     root = tmp_path_factory.mktemp("job")
     make_input(root / "in", n_shards=3)
-    cfg = job_config(str(root / "in"), str(root / "out"), ckpt, "run.model_resources={gpu_node: 1}",
-                     "run.shard_resources={cpu_node: 0.01}", "run.metrics=true",
-                     "run.calibration_local_bytes=0")  # the sample read by Ray tasks, as on a cluster
+    settings = {**FAST, "run": {**FAST["run"], "metrics": True, "model_resources": {"gpu_node": 1},
+                                "shard_resources": {"cpu_node": 0.01},
+                                "calibration_local_bytes": 0}}  # the sample read by Ray tasks, as on a cluster
+    (root / "job.yaml").write_text(yaml.safe_dump({"input": "in", "output": "out",
+                                                   "model": {"checkpoint": os.path.relpath(ckpt, root)}, **settings}))
+    cwd = os.getcwd()
+    os.chdir(root)
+    try:
+        cfg = load_config("job.yaml")
+    finally:
+        os.chdir(cwd)
     summary = run_job(cfg, log=lambda m: None)
     return cfg, summary, root
 
@@ -146,9 +158,14 @@ def test_second_run_skips_and_rerun_is_byte_identical(done_run):
     cfg, _, root = done_run
     before = {p.name: sha256(p) for p in (root / "out" / "shards").iterdir()}
     again = run_job(cfg, log=lambda m: None)
-    assert again.shards_skipped == 3 and again.shards_done == 0
-    rerun = run_job(cfg, shards=["part-00001"], log=lambda m: None)
+    assert again.nothing_to_do and again.shards_skipped == 3 and again.shards_done == 0
+    markers = {p.name: p.stat().st_mtime_ns for p in (root / "out" / "_done").iterdir()}
+    logged = []
+    rerun = run_job(cfg, shards=["part-00001"], log=logged.append)
     assert rerun.shards_done == 1 and rerun.shards_skipped == 0
+    assert "1 shard(s) to run (named by --shards); 2 other shard(s) of the input are done" in logged
+    after = {p.name: p.stat().st_mtime_ns for p in (root / "out" / "_done").iterdir()}
+    assert [n for n in after if after[n] != markers[n]] == ["part-00001.json"]  # only the named shard was redone
     assert 0 < rerun.cache_loaded["entries"] == done_run[1].cache_kept["entries"]  # started warm, same bytes (below)
     # Small shards share tasks and model calls by default; one task per shard, other lane
     # counts, two lane sets and more torch threads must give the same bytes (model calls
@@ -171,8 +188,69 @@ def test_second_run_skips_and_rerun_is_byte_identical(done_run):
     for key in ("seg_time", "code_time", "model_time"):
         assert all(s[key] > 0 for s in stats) and sum(s[key] for s in stats) == pytest.approx(getattr(forced, key)), key
     assert all(s["stage_seconds"]["commit"] > 0 and s["stage_seconds"]["write"] > 0 for s in stats)
+    # Each run that wrote shards left its resolved config beside its summary; config.yaml
+    # is the latest of them (the run with nothing to do left none).
+    runs = sorted((root / "out" / "_runs").glob("*.config.yaml"))
+    assert len(runs) == 3 and all(p.with_name(p.name.replace(".config.yaml", ".json")).exists() for p in runs)
+    assert (root / "out" / "config.yaml").read_bytes() == runs[-1].read_bytes()
+    assert [yaml.safe_load(p.read_text())["run"]["small_shard_bytes"] for p in runs] == [256 << 10, 256 << 10, 0]
+    meta = read_metadata(pq.ParquetFile(root / "out" / "shards" / "part-00001.parquet"))
+    marker = json.loads((root / "out" / "_done" / "part-00001.json").read_text())
+    assert marker["settings"] == meta["settings"] and re.fullmatch(r"[0-9a-f]{24}", marker["settings"])
     with pytest.raises(JobError, match="no shard matches"):
         run_job(cfg, shards=["nope"], log=lambda m: None)
+
+
+def test_shards_cannot_mix_settings_into_one_output(done_run, monkeypatch):
+    """Refused before anything starts: a plain run, and --shards (with or without
+    --force), with settings the output's shards were not made with."""
+    cfg, _, root = done_run
+    monkeypatch.setattr(job_module, "start_actors", no_cluster)
+    before = {p.name: p.stat().st_mtime_ns for p in (root / "out" / "_done").iterdir()}
+    other = job_config(cfg.input, cfg.output, cfg.model.checkpoint, "engine.window_bits=8")
+    with pytest.raises(JobError, match="different compressor or settings"):
+        run_job(other, log=lambda m: None)
+    for force in (False, True):
+        with pytest.raises(JobError, match="--shards reruns only the shards it names"):
+            run_job(other, shards=["part-00001"], force=force, log=lambda m: None)
+    assert {p.name: p.stat().st_mtime_ns for p in (root / "out" / "_done").iterdir()} == before
+
+
+def no_cluster(cfg):
+    raise AssertionError("a run that should start nothing started the model actors")
+
+
+def test_config_only_rerun_with_nothing_to_do_starts_nothing(done_run, monkeypatch, capsys):
+    """`proxycomp run --config job.yaml`, as the shipped RayJob runs it, over a finished
+    output: no cluster, "nothing to do", and the marker ledger it read is kept."""
+    _, _, root = done_run
+    runs, config = sorted((root / "out" / "_runs").iterdir()), (root / "out" / "config.yaml").read_bytes()
+    monkeypatch.setattr(job_module, "start_actors", no_cluster)
+    monkeypatch.chdir(root)
+    ledger = root / "out" / "_index" / "markers.json.zst"
+    ledger.unlink()  # as an output of an older version has none: the no-op pass writes it for the next
+    capsys.readouterr()
+    assert cli(["run", "--config", "job.yaml"]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("nothing to do: all 3 shard(s) are done") and "0.000" not in out, out
+    assert ledger.exists()
+    assert sorted((root / "out" / "_runs").iterdir()) == runs and (root / "out" / "config.yaml").read_bytes() == config
+
+
+def test_an_output_made_with_relative_paths_is_usable_from_anywhere(done_run, tmp_path, monkeypatch, capsys):
+    _, _, root = done_run
+    out = root / "out"
+    stored = yaml.safe_load((out / "config.yaml").read_text())
+    assert stored["input"] == str(root / "in") and os.path.isabs(stored["model"]["checkpoint"])
+    monkeypatch.chdir(tmp_path)
+    capsys.readouterr()
+    assert cli(["status", "--output", os.path.relpath(out), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["counts"] == {"total": 3, "done": 3, "failed": 0, "pending": 0}
+    assert cli(["verify", "--output", str(out), "--sample", "3", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["ok_docs"] == 3
+    assert cli(["export", "--output", str(out), "--dest", "lingua"]) == 0
+    exported = json.loads(capsys.readouterr().out)
+    assert exported["trainer"]["data.root_dir"] == str(tmp_path / "lingua") and exported["documents"] > 0
 
 
 def test_a_new_slice_starts_warm_from_an_earlier_output(done_run, ckpt, tmp_path):
@@ -242,13 +320,6 @@ def test_status_and_verify_commands(done_run, capsys):
         assert "part-00002" in json.loads(capsys.readouterr().out)["checksum_failures"]
     finally:
         path.write_bytes(saved)
-
-
-def test_incompatible_output_is_refused(done_run, ckpt, tmp_path):
-    cfg, _, root = done_run
-    other = job_config(cfg.input, cfg.output, ckpt, "engine.max_window_bytes=16")
-    with pytest.raises(JobError, match="different compressor or settings"):
-        run_job(other, log=lambda m: None)
 
 
 @pytest.mark.parametrize("compressor", ["gzip", "tokenizer"])
