@@ -21,10 +21,10 @@ import numpy as np
 import torch
 
 from coder import CoderConfig, decode_streams, encode_streams, pack, pack_streams
-from coder.quantize import coding_ints, quantize
 
 from .config import SegmentConfig, SegmenterKind
 from .engine import NeuralCompressor
+from .intmath import coding_ints
 from .model import BOS
 from .segment import calibrate_thresholds, segment_offsets
 
@@ -100,13 +100,11 @@ def stream_ints(comp: NeuralCompressor, data: np.ndarray, seg_off: np.ndarray, t
             for r, s in enumerate(group):
                 x[r, 1 : 1 + lengths[s]] = data[seg_off[s] : seg_off[s + 1]]
             xt = torch.from_numpy(x).to(comp.device)
-            with comp.autocast():
-                logits, _ = comp.model(xt)
-            probs = torch.softmax(logits[:, :-1].float(), -1)  # position t predicts byte t + 1
+            rows = comp.frequency_rows(xt)[:, :-1]  # position t predicts byte t + 1
             if tables:
-                q = quantize(probs).cpu().numpy()
+                q = rows.cpu().numpy()
             else:
-                c, f = (t.cpu().numpy() for t in coding_ints(probs, xt[:, 1:].clamp(max=255)))
+                c, f = (t.cpu().numpy() for t in coding_ints(rows, xt[:, 1:].clamp(max=255)))
             for r, s in enumerate(group):
                 a, ln = seg_off[s], lengths[s]
                 if tables:
@@ -143,7 +141,7 @@ def run(comp: NeuralCompressor, docs: list[bytes], rows: list[Ablation] | None =
                 mwb = min(comp.model.cfg.block_size, max(comp.cfg.max_window_bytes, 2 * row.window_bits))
                 if (row.window_bits, mwb) not in coders:
                     cfg = replace(comp.cfg, window_bits=row.window_bits, max_window_bytes=mwb)
-                    coders[(row.window_bits, mwb)] = NeuralCompressor(comp.model, comp.fingerprint, cfg, comp.seg_cfg)
+                    coders[(row.window_bits, mwb)] = comp.sibling(cfg)
                 windows_by[key] = (coders[(row.window_bits, mwb)].encode_segments(data, u_off), mwb)
             win, mwb = windows_by[key]
             packed = pack(win, CoderConfig(row.window_bits, row.symbol_bits, mwb))

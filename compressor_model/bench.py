@@ -13,11 +13,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import time
 
 import numpy as np
 import torch
+
+from coder.constants import PROB_TOTAL
 
 from .corpus import Document, list_shards, read_shard
 from .engine import EngineConfig, NeuralCompressor
@@ -43,23 +44,25 @@ def load_docs(data: str | None, max_bytes: int, split: str = "heldout") -> list[
 
 @torch.no_grad()
 def heldout_bits_per_byte(comp: NeuralCompressor, docs: list[bytes], rows: int = 64) -> float:
-    """Cross-entropy of the model on the documents, each block-sized chunk from BOS, in
-    bits/byte: `rows` chunks per forward, summed on the device, read back once."""
+    """What coding the documents costs under the coder's 16-bit frequencies, each
+    block-sized chunk from BOS, in bits/byte (the same measure for every precision):
+    `rows` chunks per forward, summed on the device, read back once."""
     block = comp.model.cfg.block_size
     chunks = [d[s : s + block] for d in docs for s in range(0, len(d), block)]
-    nll = torch.zeros((), dtype=torch.float64, device=comp.device)
+    bits = torch.zeros((), dtype=torch.float64, device=comp.device)
     for k in range(0, len(chunks), rows):
         part = chunks[k : k + rows]
         x = np.full((len(part), block), BOS, np.int64)
-        y = np.full((len(part), block), -100, np.int64)  # ignored positions: padding
+        y = np.zeros((len(part), block), np.int64)
+        used = np.zeros((len(part), block), np.bool_)  # padding costs nothing
         for r, c in enumerate(part):
             x[r, 1 : len(c)] = np.frombuffer(c[:-1], np.uint8)
             y[r, : len(c)] = np.frombuffer(c, np.uint8)
-        with comp.autocast():
-            logits, _ = comp.model(torch.from_numpy(x).to(comp.device))
-        nll += torch.nn.functional.cross_entropy(logits.float().flatten(0, 1), torch.from_numpy(y).to(comp.device).flatten(),
-                                                 ignore_index=-100, reduction="sum").double()
-    return nll.item() / sum(map(len, chunks)) / math.log(2)
+            used[r, : len(c)] = True
+        f = comp.frequency_rows(torch.from_numpy(x).to(comp.device))
+        fy = f.gather(-1, torch.from_numpy(y).to(comp.device)[..., None])[..., 0].double()
+        bits += (torch.log2(PROB_TOTAL / fy) * torch.from_numpy(used).to(comp.device)).sum()
+    return bits.item() / sum(map(len, chunks))
 
 
 def flops_per_position(model: ByteLM, context: float) -> float:
@@ -73,7 +76,7 @@ def flops_per_position(model: ByteLM, context: float) -> float:
 def make_compressor(args, precision: Precision, graphs: bool = True) -> NeuralCompressor:
     cfg = EngineConfig(lanes=args.lanes, group=args.group or min(args.lanes, EngineConfig.group),
                        lane_sets=args.lane_sets, max_window_bytes=args.max_window_bytes, precision=precision,
-                       device=args.device, cuda_graphs=graphs)
+                       device=args.device, cuda_graphs=graphs, compile=args.compile)
     seg = SegmentConfig(percentile=args.percentile, call_positions=args.call_positions or SegmentConfig.call_positions)
     if args.model == "shipped":
         return NeuralCompressor.load(args.checkpoint, cfg, seg)
@@ -107,7 +110,7 @@ def run(args) -> dict:
         "docs": st.docs_out,
         "bytes": n,
         "model": args.model if args.model != "shipped" else f"shipped:{comp.fingerprint}",
-        "params": comp.model.num_params(),
+        "params": comp.float_model.num_params(),
         "device": str(comp.device),
         "precision": comp.precision.value,
         "precision_requested": args.precision,
@@ -138,8 +141,8 @@ def run(args) -> dict:
         "torch_threads": torch.get_num_threads(),
         **describe_machine(comp.device),
     }
-    flops = (flops_per_position(comp.model, block / 2) * st.seg_positions
-             + flops_per_position(comp.model, comp.cfg.max_window_bytes) * st.code_padded_positions)
+    flops = (flops_per_position(comp.float_model, block / 2) * st.seg_positions
+             + flops_per_position(comp.float_model, comp.cfg.max_window_bytes) * st.code_padded_positions)
     out["model_tflops_per_s"] = flops / wall / 1e12
     if args.peak_tflops:
         out["mfu"] = out["model_tflops_per_s"] / args.peak_tflops
@@ -161,16 +164,23 @@ def run(args) -> dict:
 
 
 def compare_precisions(args, comp: NeuralCompressor, docs: list[bytes], thresholds) -> dict:
-    """bytes/s of bf16, fp32 and auto on the same sample (the first compare_bytes of the
-    documents), each in a fresh engine: does auto pick the faster one on this machine?"""
+    """int8, bf16 and fp32 on the same sample (the first compare_bytes of the documents),
+    each in a fresh engine with thresholds calibrated by its own model on the same
+    calibration docs: bytes/s, bytes/symbol and (shipped model) held-out bits/byte."""
     sample = _first_bytes(docs, args.compare_bytes)
+    calib = docs[: max(1, len(docs) // 4)]
     n = sum(map(len, sample))
     out = {"precision_compare_bytes": n}
-    for p in (Precision.BF16, Precision.FP32, Precision.AUTO):
-        c = comp if p is Precision(args.precision) else make_compressor(args, p)
-        _, wall, _ = timed_compress(c, sample, thresholds)
+    for p in (Precision.INT8, Precision.BF16, Precision.FP32):
+        c = comp if p is comp.precision else make_compressor(args, p)
+        th = thresholds if c is comp else c.calibrate(calib)
+        records, wall, st = timed_compress(c, sample, th)
         out[f"bytes_per_s_{p.value}"] = n / wall
-    out["auto_vs_fastest"] = out["bytes_per_s_auto"] / max(out["bytes_per_s_bf16"], out["bytes_per_s_fp32"])
+        out[f"bytes_per_symbol_{p.value}"] = n / max(st.symbols_out, 1)
+        if args.model == "shipped":
+            out[f"heldout_bits_per_byte_{p.value}"] = heldout_bits_per_byte(c, sample)
+    out["int8_vs_fastest_float"] = out["bytes_per_s_int8"] / max(out["bytes_per_s_bf16"], out["bytes_per_s_fp32"])
+    out["int8_bytes_per_symbol_vs_fp32"] = out["bytes_per_symbol_int8"] / out["bytes_per_symbol_fp32"] - 1
     return out
 
 
@@ -233,6 +243,8 @@ def main(argv=None) -> None:
     ap.add_argument("--compare-graphs", action=argparse.BooleanOptionalAction, default=True,
                     help="on CUDA, also run every call eagerly: graph speed-up and identical bits")
     ap.add_argument("--device", default="auto")
+    ap.add_argument("--compile", action=argparse.BooleanOptionalAction, default=True,
+                    help="int8 on a CPU: torch.compile the integer model (engine.compile; warm-up excluded from timing)")
     ap.add_argument("--percentile", type=float, default=95.0)
     ap.add_argument("--threads", type=int, default=0)
     ap.add_argument("--verify", action=argparse.BooleanOptionalAction, default=True)

@@ -15,9 +15,18 @@ from coder import CoderConfig
 
 
 class Precision(enum.Enum):
-    AUTO = "auto"
-    BF16 = "bf16"
+    AUTO = "auto"  # int8
+    INT8 = "int8"  # exact integer model (intmodel): the same bits on every machine
+    BF16 = "bf16"  # float modes: bits depend on the device, its kernels and the software
     FP32 = "fp32"
+
+    @property
+    def is_float(self) -> bool:
+        return self in (Precision.BF16, Precision.FP32)
+
+    def resolved(self) -> "Precision":
+        """What compression runs in: `auto` is the integer model, on every device."""
+        return Precision.INT8 if self is Precision.AUTO else self
 
 
 class SegmenterKind(enum.Enum):
@@ -79,9 +88,11 @@ class EngineConfig:
     max_window_bytes: int = 32  # also the KV cache length per lane
     window_bits: int = 16
     symbol_bits: int = 16
-    precision: Precision = Precision.AUTO  # auto: bf16 where it is native and faster, else fp32
+    precision: Precision = Precision.AUTO  # auto: int8 (float modes for comparison)
     device: str = "auto"  # auto: cuda if available
     cuda_graphs: bool = True  # replay each fixed-shape call as a CUDA graph (same bits as eager)
+    compile: bool = True  # int8 on CPUs: fuse the integer model's elementwise work with torch.compile
+    #                      (integer results cannot change; each call shape compiles once, ~10-30 s)
 
     @property
     def coder(self) -> CoderConfig:

@@ -34,15 +34,22 @@ import torch
 from coder import Windows
 from coder.constants import FORMAT_VERSION
 from coder.lanes import LaneDecoder, LaneEncoder
-from coder.quantize import quantize_logits
 
-from . import numerics
+from . import intmodel, numerics
 from .config import EngineConfig, Precision, SegmentConfig, SegmenterKind, Thresholds
+from .intmath import INT_FORMAT
+from .intmodel import IntByteLM
 from .model import BOS, ByteLM, load_checkpoint
 from .records import Counts, DocRecord, SegmentStore, compress_documents
 from .runner import Layer, layer_for
-from .segment import EntropyStats, calibrate_thresholds, entropies, row_lengths, segment_offsets
-from .steps import EntropyRows, LaneSteps, StepMode
+from .segment import (
+    EntropyStats,
+    calibrate_thresholds,
+    entropies,
+    row_lengths,
+    segment_offsets,
+)
+from .steps import EntropyRows, LaneSteps, StepMode, frequency_rows, new_cache
 
 DEFAULT_CHECKPOINT = "small.pt"
 
@@ -53,16 +60,23 @@ def _checkpoint_bytes(checkpoint: str | Path | bytes | None) -> bytes:
     return checkpoint if isinstance(checkpoint, bytes) else Path(checkpoint).read_bytes()
 
 
-def checkpoint_fingerprint(checkpoint: str | Path | bytes | None = None) -> str:
-    """The fingerprint a compressor loaded from this checkpoint has, without building
-    the model where the checkpoint records it (weights_only, as `load`)."""
+def checkpoint_fingerprint(checkpoint: str | Path | bytes | None = None, precision: Precision = Precision.AUTO) -> str:
+    """The fingerprint a compressor of this precision loaded from this checkpoint has
+    (weights_only, as `load`): the float model's, or for int8 that of its integer form
+    too."""
     ckpt = load_checkpoint(_checkpoint_bytes(checkpoint))
-    return ckpt.get("fingerprint") or ByteLM.from_checkpoint(ckpt).fingerprint()
+    if numerics.resolve(precision) is not Precision.INT8 and ckpt.get("fingerprint"):
+        return ckpt["fingerprint"]
+    model = ByteLM.from_checkpoint(ckpt)
+    fp = ckpt.get("fingerprint") or model.fingerprint()
+    if numerics.resolve(precision) is not Precision.INT8:
+        return fp
+    return intmodel.fingerprint(fp, intmodel.from_checkpoint(ckpt, model))
 
 
 class NeuralCompressor:
     def __init__(self, model: ByteLM, fingerprint: str, cfg: EngineConfig = EngineConfig(),
-                 seg_cfg: SegmentConfig = SegmentConfig(), layer: Layer | None = None):
+                 seg_cfg: SegmentConfig = SegmentConfig(), layer: Layer | None = None, int_model: IntByteLM | None = None):
         if not cfg.coder.windowed:
             raise ValueError("window_bits 0 (no windows) codes whole segments: an analysis mode "
                              "(compressor_model.ablation), not the engine's")
@@ -72,25 +86,34 @@ class NeuralCompressor:
         sets = cfg.lane_sets or (2 if self.device.type == "cuda" else 1)
         if cfg.group < 1 or cfg.lanes % (cfg.group * sets):
             raise ValueError(f"lanes ({cfg.lanes}) must be a positive multiple of group ({cfg.group}) x lane_sets ({sets})")
-        self.cfg, self.seg_cfg, self.fingerprint, self.lane_sets = cfg, seg_cfg, fingerprint, sets
-        self.precision = numerics.resolve(cfg.precision, self.device)
+        self.cfg, self.seg_cfg, self.lane_sets = cfg, seg_cfg, sets
+        self.float_model, self.float_fingerprint = model, fingerprint  # the caller's, as given
+        self.int_model = int_model
+        self.precision = numerics.resolve(cfg.precision)
         if self.device.type == "cuda":
             numerics.fix_cuda_math()
-        # A copy: the caller's model keeps its device and dtypes (tests share one model
-        # between compressors of several devices and precisions).
-        self.model = numerics.cast_once(copy.deepcopy(model), self.precision).to(self.device).eval()
-        self.dtype = torch.bfloat16 if self.precision is Precision.BF16 else torch.float32
+        if self.precision is Precision.INT8:
+            self.int_model = int_model if int_model is not None else intmodel.quantize(model)
+            self.fingerprint = intmodel.fingerprint(fingerprint, self.int_model)
+            self.model = copy.deepcopy(self.int_model).to(self.device)
+            if cfg.compile and self.device.type == "cpu":  # CUDA: graphs already remove the launch overhead
+                self.model.compile()
+        else:
+            # A copy: the caller's model keeps its device and dtypes (tests share one model
+            # between compressors of several devices and precisions).
+            self.fingerprint = fingerprint
+            self.model = numerics.cast_once(copy.deepcopy(model), self.precision).to(self.device).eval()
         self.stats = Counts()
         self.training_info: dict = {}  # what the checkpoint says about its training
         self.layer = layer or layer_for(self.device, cfg.cuda_graphs)
         with torch.no_grad(), self.autocast():
-            self.kv = [self.model.new_cache(cfg.group, cfg.max_window_bytes, dtype=self.dtype)
+            self.kv = [new_cache(self.model, cfg.group, cfg.max_window_bytes, self.precision)
                        for _ in range(cfg.lanes // cfg.group)]
             # The window-start distribution: what the model predicts after BOS alone.
             bos_logits = self.model.step(
                 torch.full((cfg.group,), BOS, device=self.device), torch.zeros(cfg.group, dtype=torch.long, device=self.device), self.kv[0]
             )
-        self.bos_freq = quantize_logits(bos_logits[:1])[0].cpu().numpy()
+        self.bos_freq = frequency_rows(self.model, bos_logits[:1], self.precision)[0].to(torch.int32).cpu().numpy()
         self._rows = EntropyRows(self.model, self.layer, self.precision)
         self._steps = {m: LaneSteps(self.model, self.kv, cfg.group, sets, self.layer, self.precision, m) for m in StepMode}
 
@@ -103,15 +126,22 @@ class NeuralCompressor:
         weights_only=True so that an untrusted file cannot run code."""
         ckpt = load_checkpoint(_checkpoint_bytes(checkpoint))
         model = ByteLM.from_checkpoint(ckpt)
-        comp = cls(model, ckpt.get("fingerprint") or model.fingerprint(), cfg, seg_cfg)
+        q = intmodel.from_checkpoint(ckpt, model) if numerics.resolve(cfg.precision) is Precision.INT8 else None
+        comp = cls(model, ckpt.get("fingerprint") or model.fingerprint(), cfg, seg_cfg, int_model=q)
         comp.training_info = ckpt.get("training", {})
         return comp
+
+    def sibling(self, cfg: EngineConfig) -> "NeuralCompressor":
+        """A compressor of the same model with other engine settings."""
+        return NeuralCompressor(self.float_model, self.float_fingerprint, cfg, self.seg_cfg, int_model=self.int_model)
 
     def autocast(self):
         return numerics.autocast(self.device, self.precision)
 
     @property
     def numerics(self) -> str:
+        if self.precision is Precision.INT8:
+            return f"int8-v{INT_FORMAT}"  # exact: no device, kernel, batch shape or version in it
         return (f"{numerics.device_kind(self.device)}|{self.precision.value}|group={self.cfg.group}"
                 f"|torch={torch.__version__}")
 
@@ -131,6 +161,15 @@ class NeuralCompressor:
                 self._rows(np.full((self.seg_cfg.rows_for(n), n), BOS, np.int64))
             for steps in self._steps.values():
                 steps.warm_up()
+
+    @torch.no_grad()
+    def frequency_rows(self, x: torch.Tensor) -> torch.Tensor:
+        """[rows, T] BOS + bytes (on the device) -> [rows, T, 256] the coder's integer
+        frequencies of each next byte, as a whole-row forward pass gives them (analyses:
+        the coding loop itself steps lanes through `steps`)."""
+        with self.autocast():
+            out = self.model(x)
+        return frequency_rows(self.model, out if self.precision is Precision.INT8 else out[0], self.precision)
 
     # -- segmentation -------------------------------------------------------------------
 

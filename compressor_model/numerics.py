@@ -1,6 +1,10 @@
-"""Which device and floating-point format the model runs in, chosen from the hardware.
+"""Which device and number format the model runs in.
 
-bf16 is the right choice on GPUs and on CPUs with native bf16 matrix units (AVX512-BF16,
+Compression defaults to the exact integer model (`Precision.INT8`, `intmodel`): its
+results do not depend on the device, kernels, thread count or software versions, so
+`numerics` names only the integer format's version. The float modes remain for
+comparison and for training, where `Precision.AUTO` picks a float format per process
+(`resolve_float`). There bf16 is the right choice on GPUs and on CPUs with native bf16 matrix units (AVX512-BF16,
 AMX, Arm BF16), where it runs about 2x faster than fp32; on a CPU without them bf16 is
 emulated and was measured 5.6x *slower* than fp32 (docs/architecture.md). So
 `Precision.AUTO` (the default, for compression and training) resolves per process:
@@ -9,8 +13,9 @@ emulated and was measured 5.6x *slower* than fp32 (docs/architecture.md). So
 * CPU: fp32 unless the CPU reports native bf16, and then only if a short probe of
   model-shaped matrix products confirms that bf16 is clearly faster.
 
-The resolved precision is part of `numerics`, which keys the segment cache and stamps
-every output, so results of different numerics never mix.
+For the float modes `numerics` names the device kind, the precision, the group size and
+the torch version: a float result depends on all of them. `numerics` keys the segment
+cache and stamps every output, so results of different numerics never mix.
 """
 
 from __future__ import annotations
@@ -25,7 +30,6 @@ import torch
 from torch.nn import functional as F
 
 from .config import Precision
-
 
 # bf16 must beat fp32 by this factor in the probe to be chosen: where bf16 is native
 # the measured gain is 1.7-2.5x, so a noisy probe never flips a real decision.
@@ -78,8 +82,15 @@ def cpu_prefers_bf16() -> bool:
     return probe_bf16_speedup() >= BF16_MIN_SPEEDUP
 
 
-def resolve(precision: Precision, device: torch.device) -> Precision:
-    """The concrete precision (BF16 or FP32) to run in on this device."""
+def resolve(precision: Precision) -> Precision:
+    """What compression runs in: `auto` is the integer model, on every device."""
+    return precision.resolved()
+
+
+def resolve_float(precision: Precision, device: torch.device) -> Precision:
+    """The float format (BF16 or FP32) training runs in on this device."""
+    if precision is Precision.INT8:
+        raise ValueError("training runs in a float format (auto, bf16 or fp32); int8 is the compressor's inference form")
     if precision is not Precision.AUTO:
         return precision
     if device.type == "cuda":
@@ -91,7 +102,7 @@ def resolve(precision: Precision, device: torch.device) -> Precision:
 def autocast(device: torch.device, precision: Precision):
     """The context model calls run in. The autocast weight cache is off so that a call
     captured into a CUDA graph computes exactly what the same call does eagerly."""
-    if precision is Precision.FP32:
+    if precision is not Precision.BF16:
         return contextlib.nullcontext()
     return torch.autocast(device.type, dtype=torch.bfloat16, cache_enabled=False)
 

@@ -24,6 +24,7 @@ from coder.quantize import quantize_logits
 from coder.reference import window_loop
 
 from .config import EngineConfig
+from .int_reference import IntReference
 from .model import BOS, ByteLM
 from .numerics import Precision, autocast
 
@@ -48,3 +49,16 @@ def reference_windows(model: ByteLM, segment: bytes, cfg: EngineConfig,
             return quantize_logits(model.step(toks, slots, kv))[row].tolist()
 
         return window_loop(segment, next_freq, cfg.coder.window_bits, cfg.max_window_bytes)
+
+
+def int_reference_windows(ref: IntReference, segment: bytes, cfg: EngineConfig) -> tuple[list[int], list[int]]:
+    """(codes, byte counts) of one segment's windows under the integer model, every
+    frequency row from the NumPy oracle (no torch, no batch: the engine's int8 path must
+    give exactly these)."""
+    window: list[int] = []
+
+    def next_freq(prev: int | None, n: int) -> list[int]:
+        window[:] = [BOS] if prev is None else window + [prev]
+        return ref.frequencies(ref.logits(window)[-1]).tolist()
+
+    return window_loop(segment, next_freq, cfg.coder.window_bits, cfg.max_window_bytes)

@@ -19,10 +19,43 @@ import torch
 
 from coder.quantize import coding_ints, quantize
 
-from .model import ByteLM, KVCache
+from . import intmath
+from .intmodel import IntByteLM
+from .model import ByteLM
 from .numerics import Precision, autocast
 from .runner import Layer
 from .segment import row_entropy
+
+Model = ByteLM | IntByteLM  # a float model runs in autocast; the integer model is int8 throughout
+
+
+# -- what both kinds of model give the coder ------------------------------------------
+
+def new_cache(model: Model, lanes: int, length: int, precision: Precision):
+    if precision is Precision.INT8:
+        return model.new_cache(lanes, length)
+    return model.new_cache(lanes, length, dtype=torch.bfloat16 if precision is Precision.BF16 else torch.float32)
+
+
+def frequency_rows(model: Model, logits: torch.Tensor, precision: Precision) -> torch.Tensor:
+    """Logits -> the coder's frequency rows (int, [..., 256], each summing to 2**16)."""
+    if precision is Precision.INT8:
+        return model.frequencies(logits)
+    return quantize(torch.softmax(logits.float(), -1))
+
+
+def target_ints(model: Model, logits: torch.Tensor, targets: torch.Tensor, precision: Precision):
+    """(cumulative frequency, frequency) of each target byte, int32."""
+    if precision is Precision.INT8:
+        return intmath.coding_ints(model.frequencies(logits), targets)
+    return coding_ints(torch.softmax(logits.float(), -1), targets)
+
+
+def entropy_rows(model: Model, x: torch.Tensor, precision: Precision) -> torch.Tensor:
+    """[rows, T] BOS + bytes -> float32 [rows, T] next-byte entropies in bits."""
+    if precision is Precision.INT8:
+        return model.entropy_bits(model(x))
+    return row_entropy(model, x)
 
 
 class StepMode(enum.Enum):
@@ -37,7 +70,7 @@ class LaneSteps:
     them in place); out.np holds the results: [lanes, 2] (cum, freq) or [lanes, 256].
     """
 
-    def __init__(self, model: ByteLM, kv: list[KVCache], group: int, sets: int, layer: Layer,
+    def __init__(self, model: Model, kv: list, group: int, sets: int, layer: Layer,
                  precision: Precision, mode: StepMode):
         self.group, self.mode = group, mode
         lanes = len(kv) * group
@@ -85,19 +118,18 @@ class LaneSteps:
             self.wait(s)
 
 
-def _step_fn(model: ByteLM, kv: KVCache, x: torch.Tensor, out: torch.Tensor, device: torch.device,
+def _step_fn(model: Model, kv, x: torch.Tensor, out: torch.Tensor, device: torch.device,
              precision: Precision, mode: StepMode):
     """One group's step: x [G, 3] (token, slot, target) -> out [G, 2] or [G, 256]."""
     def step() -> None:
         with autocast(device, precision):
             logits = model.step(x[:, 0], x[:, 1], kv)  # [G, 256]
-        probs = torch.softmax(logits.float(), -1)
         if mode is StepMode.ENCODE:
-            cum, freq = coding_ints(probs, x[:, 2])
+            cum, freq = target_ints(model, logits, x[:, 2], precision)
             out[:, 0] = cum
             out[:, 1] = freq
         else:
-            out.copy_(quantize(probs))
+            out.copy_(frequency_rows(model, logits, precision))
 
     return step
 
@@ -106,7 +138,7 @@ class EntropyRows:
     """`segment.entropies`' forward: int64 [rows, T] -> float32 [rows, T] entropies, one
     static call per shape. The returned array is reused by the next call of its shape."""
 
-    def __init__(self, model: ByteLM, layer: Layer, precision: Precision):
+    def __init__(self, model: Model, layer: Layer, precision: Precision):
         self.model, self.layer, self.precision = model, layer, precision
         self.calls: dict[tuple, tuple] = {}
         self.seconds = 0.0
@@ -131,9 +163,9 @@ class EntropyRows:
         return h.np
 
 
-def _entropy_fn(model: ByteLM, x: torch.Tensor, h: torch.Tensor, device: torch.device, precision: Precision):
+def _entropy_fn(model: Model, x: torch.Tensor, h: torch.Tensor, device: torch.device, precision: Precision):
     def rows() -> None:
         with autocast(device, precision):
-            h.copy_(row_entropy(model, x))
+            h.copy_(entropy_rows(model, x, precision))
 
     return rows

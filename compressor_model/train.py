@@ -23,8 +23,9 @@ import torch
 from tqdm import tqdm
 
 from .corpus import Document, ReaderConfig, list_shards, read_shard
+from .intmodel import with_int_form
 from .model import BOS, CONFIGS, ByteLM, ModelConfig, load_checkpoint
-from .numerics import Precision, pick_device, resolve
+from .numerics import Precision, pick_device, resolve_float
 from .numerics import autocast as numerics_autocast
 
 
@@ -126,7 +127,7 @@ def train(cfg: TrainConfig) -> dict:
     device = pick_device(cfg.device)
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
-    precision = resolve(cfg.precision, device)
+    precision = resolve_float(cfg.precision, device)
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
     mcfg: ModelConfig = CONFIGS[cfg.model]
@@ -200,7 +201,7 @@ def train(cfg: TrainConfig) -> dict:
         result["heldout_bytes"] = int(len(heldout.data))
         result["heldout_bits_per_byte"] = round(bits_per_byte(model, heldout, cfg, seq_len, device, autocast), 4)
     model = model.cpu().float()
-    save_atomic(model.to_checkpoint(training=result, train_config=config_dict(cfg)), out / "model.pt")
+    save_atomic(with_int_form(model.to_checkpoint(training=result, train_config=config_dict(cfg)), model), out / "model.pt")
     (out / "result.json").write_text(json.dumps(result, indent=1))
     print(json.dumps(result))
     return result

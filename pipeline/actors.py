@@ -49,6 +49,7 @@ class ActorContext:
     def __init__(self, cfg: JobConfig, started_ray: bool):
         self.cfg, self.started_ray = cfg, started_ray
         self.models, self.caches = [], []
+        self.machines: list[str] = []  # what the model actors compute on (device and kind)
         self.calibration_counts = Counts()  # model work for the thresholds (shards count their own)
         # Named, so that an operator (or a fault-injection test) can find them.
         self.run_id = os.urandom(4).hex()
@@ -78,6 +79,7 @@ class ActorContext:
                                .remote(cfg.cache.max_bytes_per_shard) for i in range(cfg.cache.shards)]
             try:
                 infos = ray.get([m.info.remote() for m in self.models])
+                self.machines = sorted(set(ray.get([m.machine.remote() for m in self.models])))
             except ray.exceptions.RayError as e:
                 self.shutdown()
                 raise JobError(f"the model actor could not start: {_creation_error(e)}") from None
@@ -86,7 +88,8 @@ class ActorContext:
                 self.shutdown()
                 kinds = sorted({i["numerics"] for i in infos})
                 raise JobError(f"the model actors compute with different numerics ({kinds}): their outputs must not "
-                               "mix; use one kind of node for the model actors, or set engine.precision")
+                               "mix; use one kind of node for the model actors, or engine.precision=int8 (the default: "
+                               "the same bits on every device)")
         self.meta = {
             **info,
             "coder_format_version": FORMAT_VERSION,

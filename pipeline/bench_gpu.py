@@ -133,6 +133,8 @@ def main(argv=None) -> int:
     ap.add_argument("--group", type=int)
     ap.add_argument("--call-positions", type=int)
     ap.add_argument("--batch-bytes", type=int, help="document bytes per model call in the job")
+    ap.add_argument("--compile", action=argparse.BooleanOptionalAction, default=True,
+                    help="engine.compile for the engine, rate and pipeline steps (int8 on a CPU)")
     a = ap.parse_args(argv)
     for k, v in SIZES["cuda" if a.device.startswith("cuda") else "cpu"].items():
         if getattr(a, k) is None:
@@ -147,7 +149,8 @@ def main(argv=None) -> int:
     runner = Steps(out, work / "logs", a.deadline_s)
     t0 = time.perf_counter()
     engine_args = ["-m", "compressor_model.bench", "--json", "--device", a.device, "--lanes", str(a.lanes),
-                   "--group", str(a.group), "--call-positions", str(a.call_positions), "--split", "all"]
+                   "--group", str(a.group), "--call-positions", str(a.call_positions), "--split", "all",
+                   "--compile" if a.compile else "--no-compile"]
 
     if "engine" in steps:
         engine = runner.run("engine", [*engine_args, "--model", a.model, "--bytes", str(a.engine_bytes), "--no-verify",
@@ -180,7 +183,7 @@ def main(argv=None) -> int:
                          "--compare-bytes", "0", "--no-compare-graphs"])
     if "pipeline" in steps and have_ckpt:
         sets = [f"engine.lanes={a.lanes}", f"engine.group={a.group}", f"segment.call_positions={a.call_positions}",
-                f"run.batch_bytes={a.batch_bytes}"]
+                f"run.batch_bytes={a.batch_bytes}", f"engine.compile={str(a.compile).lower()}"]
         if a.device == "cuda":  # one GPU actor with 2 CPUs; shard tasks on the other cores
             sets += ["run.gpus_per_actor=1", "run.cpus_per_actor=2", "run.shard_workers=4", "run.shard_cpus=1"]
         runner.run("pipeline", ["-m", "pipeline.bench", "--json", "--workers", "1", "--bytes", str(a.pipeline_bytes),

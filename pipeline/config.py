@@ -21,11 +21,10 @@ import fsspec
 import yaml
 
 from cache.config import CacheConfig
-from compressor_model.config import EngineConfig, SegmentConfig
+from compressor_model.config import EngineConfig, Precision, SegmentConfig
 from compressor_model.corpus import ReaderConfig
 
 from .redact import register
-
 
 
 class Compressor(enum.Enum):
@@ -268,10 +267,16 @@ def dump_config(cfg: JobConfig) -> str:
 def content_config(cfg: JobConfig) -> dict:
     """The settings an output's bytes depend on (what goes into every shard's metadata).
     Scheduling and resources (actors, workers, batch sizes, retries, the cache, the lane
-    count, the lane sets, CUDA graphs on or off) change how fast a shard is made, never
-    what it contains, so they stay out: a shard rerun with more workers is byte-identical."""
+    count, the lane sets, CUDA graphs or compilation on or off) change how fast a shard
+    is made, never what it contains, so they stay out: a shard rerun with more workers
+    is byte-identical. In int8 the device and the group size do not change a bit
+    either, so they stay out too: int8 shards are the same bytes wherever they are made."""
     d = to_dict(cfg)
-    engine = {k: v for k, v in d["engine"].items() if k not in ("lanes", "lane_sets", "cuda_graphs")}
+    scheduling = {"lanes", "lane_sets", "cuda_graphs", "compile"}
+    precision = cfg.engine.precision.resolved()
+    if precision is Precision.INT8:
+        scheduling |= {"group", "device"}
+    engine = {k: v for k, v in d["engine"].items() if k not in scheduling} | {"precision": precision.value}
     return {
         "input": d["input"],
         "model": d["model"],

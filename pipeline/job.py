@@ -22,6 +22,7 @@ import fsspec
 
 from compressor_model.config import SegmenterKind, Thresholds
 from compressor_model.engine import checkpoint_fingerprint
+from compressor_model.numerics import resolve
 from compressor_model.records import Counts
 
 from .actors import start_actors
@@ -29,8 +30,22 @@ from .config import Compressor, JobConfig, check_job, dump_config, settings_key
 from .errors import Interrupted, JobError
 from .markers import MarkerIndex
 from .model_service import read_checkpoint
-from .output import exists, join, read_json, remove, write_bytes_atomic, write_json_atomic
-from .plan import check_mixing, group_small, plan_tasks, select, write_manifest
+from .output import (
+    exists,
+    join,
+    read_json,
+    remove,
+    write_bytes_atomic,
+    write_json_atomic,
+)
+from .plan import (
+    check_mixing,
+    continue_in_made_precision,
+    group_small,
+    plan_tasks,
+    select,
+    write_manifest,
+)
 from .redact import redact
 from .shard import ShardResult
 from .tasks import make_backend
@@ -48,6 +63,7 @@ class Summary(Counts):
     startup_s: float = 0.0  # until the actors were ready
     model_actors: int = 0  # their seg_time, code_time and model_time are summed in
     run_id: str = ""  # the `run` tag of this run's metrics, and in its actors' names
+    model_machines: list = field(default_factory=list)  # device and kind of the model actors (int8: may differ)
     failed: dict = field(default_factory=dict)
     calibration: dict = field(default_factory=dict)  # the thresholds and their sample, when the run used them
     cache_loaded: dict = field(default_factory=dict)  # entries an earlier run kept (pipeline.warm)
@@ -89,7 +105,8 @@ class Summary(Counts):
             f"{self.reused_fraction:.1%} of all {self.segments:,} segments reused, not coded",
             f"throughput: {self.bytes_in / max(self.wall_s, 1e-9) / 1e3:,.1f} KB/s over {self.wall_s:.1f} s",
             *([f"model actors: {self.model_actors}, busy {self.model_busy_fraction:.0%} of the time after startup "
-               f"({self.model_time:.1f} s in forward passes)"] if self.model_actors else []),
+               f"({self.model_time:.1f} s in forward passes) on {', '.join(self.model_machines) or '?'}"]
+              if self.model_actors else []),
             f"output: {redact(self.output)}/shards/*.parquet",
         ]
         if self.calibration:
@@ -114,8 +131,12 @@ def run_job(cfg: JobConfig, shards: list[str] | None = None, force: bool = False
         listing = pool.submit(_list_output, cfg)
         tasks = plan_tasks(cfg)
         selected = select(tasks, shards) if shards else tasks
-        settings = settings_key(cfg, model_fingerprint(cfg))
+        fingerprint = model_fingerprint(cfg)
         index = listing.result()
+    if not force or shards:  # a run that redoes every shard makes them in what it is told
+        made = continue_in_made_precision(index, cfg, tasks, log)
+        fingerprint, cfg = (fingerprint if made is cfg else model_fingerprint(made)), made
+    settings = settings_key(cfg, fingerprint)
     redo = {t.name for t in selected} if (force or shards) else set()
     todo = [t for t in selected if t.name in redo or t.name not in index.done]
     stale = check_mixing(index, cfg, "settings", settings, tasks, redo, bool(shards))
@@ -128,7 +149,7 @@ def run_job(cfg: JobConfig, shards: list[str] | None = None, force: bool = False
     running = {t.name for t in todo}
     others = sum(1 for t in tasks if t.name in index.done and t.name not in running)
     ctx = start_actors(cfg)
-    summary.run_id = ctx.run_id
+    summary.run_id, summary.model_machines = ctx.run_id, ctx.machines
     summary.startup_s = time.perf_counter() - t0
     try:
         meta = {**ctx.meta, "settings": settings}
@@ -145,7 +166,7 @@ def run_job(cfg: JobConfig, shards: list[str] | None = None, force: bool = False
         config = dump_config(cfg).encode()  # this run's settings; config.yaml: the latest run's
         write_bytes_atomic(join(cfg.output, "_runs", f"{stamp}-{summary.run_id}.config.yaml"), config, cfg.storage_options)
         write_bytes_atomic(join(cfg.output, "config.yaml"), config, cfg.storage_options)
-        thresholds = load_or_calibrate(cfg, ctx, tasks, log)
+        thresholds = load_or_calibrate(cfg, ctx, tasks, log, redo_all=force and not shards)
         if thresholds:
             summary.calibration = {**asdict(thresholds), "sample_shards": len(thresholds.sample_shards)}
         meta["thresholds"] = thresholds.provenance_free() if thresholds else None
@@ -189,7 +210,7 @@ def model_fingerprint(cfg: JobConfig) -> str:
     if cfg.model.compressor is not Compressor.NEURAL:
         return make_backend(cfg).info["fingerprint"]
     try:
-        return checkpoint_fingerprint(read_checkpoint(cfg.model.checkpoint, cfg.storage_options))
+        return checkpoint_fingerprint(read_checkpoint(cfg.model.checkpoint, cfg.storage_options), cfg.engine.precision)
     except Exception as e:  # noqa: BLE001 - any storage or format error; reported scrubbed
         text = str(e)
         refused = re.search(r"WeightsUnpickler error: ([^.\n]*)", text)
@@ -200,12 +221,11 @@ def model_fingerprint(cfg: JobConfig) -> str:
 
 def _needs_model_check(index: MarkerIndex, cfg: JobConfig, tasks) -> bool:
     """Whether the done shards' settings alone cannot tell that this run would make what
-    they hold: markers of older versions carry no settings key, and a precision asked
-    for by name may not be the one they were made in (`auto` accepts either)."""
+    they hold: markers of older versions carry no settings key, and a float precision
+    (bf16 and fp32 share the model's fingerprint) may not be the one they were made in."""
     markers = index.markers("_done", [t.name for t in tasks if t.name in index.done])
-    wanted = cfg.engine.precision.value
-    return any(m.get("settings") is None or (wanted != "auto" and m.get("precision") not in (None, wanted))
-               for m in markers.values())
+    wanted = resolve(cfg.engine.precision).value
+    return any(m.get("settings") is None or m.get("precision") not in (None, wanted) for m in markers.values())
 
 
 def clear_tmp(cfg: JobConfig) -> None:
@@ -215,15 +235,21 @@ def clear_tmp(cfg: JobConfig) -> None:
         fs.rm(path, recursive=True)
 
 
-def load_or_calibrate(cfg: JobConfig, ctx, tasks, log):
+def load_or_calibrate(cfg: JobConfig, ctx, tasks, log, redo_all: bool = False):
+    """The output's thresholds, or new ones. Thresholds of another model (or of the same
+    model in other numerics: int8 and float entropies differ) are refused, unless this
+    run redoes every shard: then it calibrates anew."""
     if cfg.segment.kind is not SegmenterKind.ENTROPY or ctx.meta["compressor"] != "neural":
         return None
     url = join(cfg.output, "thresholds.json")
     if exists(url, cfg.storage_options):
         th = Thresholds(**read_json(url, cfg.storage_options))
-        if th.fingerprint != ctx.meta["fingerprint"]:
-            raise JobError(f"{redact(url)} was calibrated for model {th.fingerprint}, not {ctx.meta['fingerprint']}")
-        return th
+        if th.fingerprint == ctx.meta["fingerprint"]:
+            return th
+        if not redo_all:
+            raise JobError(f"{redact(url)} was calibrated for model {th.fingerprint}, not {ctx.meta['fingerprint']} "
+                           "(another checkpoint or precision); --force redoes the output with new thresholds")
+        log(f"{redact(url)} was calibrated for model {th.fingerprint}; this run redoes every shard, so it calibrates anew")
     log("calibrating segmentation thresholds on a sample of the input")
     th = ctx.calibrate(tasks)
     log(f"calibrated on {th.sample_bytes:,} bytes of {th.sample_docs:,} documents from {len(th.sample_shards)} shard(s) "

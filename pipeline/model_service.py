@@ -18,6 +18,7 @@ import torch
 from coder import Windows
 from compressor_model.config import Thresholds
 from compressor_model.engine import NeuralCompressor
+from compressor_model.numerics import device_kind
 from compressor_model.records import Counts
 
 from .config import JobConfig, register_secrets
@@ -48,8 +49,12 @@ class ModelService:
                       "max_window_bytes": c.cfg.max_window_bytes},
             "n_symbols": 1 << c.cfg.symbol_bits,
             "training": c.training_info,
-            "device": str(c.device),
         }
+
+    def machine(self) -> str:
+        """Where this actor computes (reported, never stamped into outputs: int8 outputs
+        are the same bytes whatever made them)."""
+        return f"{c.device} {device_kind(c.device)}" if (c := self.comp) else ""
 
     # Segmentation and coding return what they counted with their result, so that each
     # shard's stats hold the model work done for it (the actor serves many shards).

@@ -6,12 +6,21 @@ from __future__ import annotations
 
 import fnmatch
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
 
 import fsspec
 
+from compressor_model.config import Precision
 from compressor_model.corpus import SHARD_SUFFIXES, list_shards
 
-from .config import JobConfig, absolute_paths, from_dict, read_yaml, register_secrets
+from .config import (
+    Compressor,
+    JobConfig,
+    absolute_paths,
+    from_dict,
+    read_yaml,
+    register_secrets,
+)
 from .errors import JobError
 from .markers import MarkerIndex
 from .output import join, write_json_atomic
@@ -100,6 +109,27 @@ def select(tasks: list[ShardTask], patterns: list[str]) -> list[ShardTask]:
     return out
 
 
+def continue_in_made_precision(index: MarkerIndex, cfg: JobConfig, tasks: list[ShardTask], log) -> JobConfig:
+    """`engine.precision: auto` over an output whose done shards were made in a float
+    precision (before int8 was the default): continue it in that precision, so that
+    one output holds one numerics. Any other case: the config as it is."""
+    if cfg.model.compressor is not Compressor.NEURAL or cfg.engine.precision is not Precision.AUTO:
+        return cfg
+    done = [t.name for t in tasks if t.name in index.done]
+    made = {m.get("precision") for m in index.markers("_done", done).values()} - {None}
+    if len(made) != 1 or not Precision(next(iter(made))).is_float:
+        return cfg
+    p = Precision(made.pop())
+    log(f"continuing in {p.value}, the precision the {len(done)} done shard(s) of this output were made in "
+        f"(int8, the default, gives the same bits on every machine: --force redoes the output in it)")
+    return replace(cfg, engine=replace(cfg.engine, precision=p))
+
+
+def _made_in(markers: dict) -> str:
+    made = sorted({m["precision"] for m in markers.values() if m.get("precision")})
+    return f" (made in {', '.join(made)}: engine.precision={made[0]} continues it)" if len(made) == 1 else ""
+
+
 def check_mixing(index: MarkerIndex, cfg: JobConfig, key: str, ours: str, tasks: list[ShardTask], redo: set[str],
                  named: bool) -> list[str]:
     """Refuse a run that would leave shards made with other settings next to its own:
@@ -112,17 +142,18 @@ def check_mixing(index: MarkerIndex, cfg: JobConfig, key: str, ours: str, tasks:
     markers = index.markers("_done", done)
     stale = sorted(n for n, m in markers.items() if m.get(key) is not None and m[key] != ours)
     keep = [n for n in stale if n not in redo]
+    hint = _made_in({n: markers[n] for n in keep}) if key == "settings" else ""
     if keep and named:
         raise JobError(
             f"{len(keep)} other shard(s) in {redact(cfg.output)} were made by a different compressor or settings "
-            f"(e.g. {keep[:3]}), and --shards reruns only the shards it names, so this output would mix them; "
+            f"(e.g. {keep[:3]}){hint}, and --shards reruns only the shards it names, so this output would mix them; "
             "run with the settings that made the output, or use another --output, or --force without --shards "
             "to redo every shard with these settings"
         )
     if keep:
         raise JobError(
             f"{len(keep)} shard(s) in {redact(cfg.output)} were made by a different compressor or settings "
-            f"(e.g. {keep[:3]}); use another --output, or --force to redo them"
+            f"(e.g. {keep[:3]}){hint}; use another --output, or --force to redo them"
         )
     return [n for n in stale if n in redo]
 

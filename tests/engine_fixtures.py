@@ -22,8 +22,10 @@ def tiny_model(seed: int = 0) -> ByteLM:
 
 
 def tiny_compressor(lanes: int = 16, group: int = 8, seg: SegmentConfig = SegmentConfig(call_positions=512), **kw) -> NeuralCompressor:
+    """Eager unless asked (compile=True): compiling is slow, and cannot change an integer
+    result (test_intmodel checks that once)."""
     m = tiny_model()
-    return NeuralCompressor(m, m.fingerprint(), EngineConfig(lanes=lanes, group=group, **kw), seg)
+    return NeuralCompressor(m, m.fingerprint(), EngineConfig(lanes=lanes, group=group, **{"compile": False, **kw}), seg)
 
 
 @functools.lru_cache(maxsize=None)

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import torch
 
-from pipeline.config import load_config
 from compressor_model.stdlib import stdlib_files, take_bytes
+from pipeline.config import load_config
 from pipeline.sample import write_shards
 from tests.engine_fixtures import tiny_model
 
@@ -27,7 +27,7 @@ def make_input(root: Path, n_shards: int = 3, max_bytes: int = 24_000, fmt: str 
 # Small, fast settings for tests on 2 cores (as a user's YAML file would hold them).
 FAST = {"run": {"address": "local", "progress": False, "torch_threads": 1, "batch_bytes": 8000, "shard_workers": 2,
                 "calibration_bytes": 20000, "metrics": False},
-        "engine": {"lanes": 64, "group": 32}, "segment": {"call_positions": 512}, "cache": {"shards": 2}}
+        "engine": {"lanes": 64, "group": 32, "compile": False}, "segment": {"call_positions": 512}, "cache": {"shards": 2}}
 
 
 def job_config(inp: str, out: str, ckpt: str, *extra: str, storage_options: dict | None = None):

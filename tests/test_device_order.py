@@ -6,6 +6,7 @@ without the garbage collector, and lane position that does not change a bit."""
 
 from __future__ import annotations
 
+import dataclasses
 import gc
 import subprocess
 import sys
@@ -19,18 +20,19 @@ from torch.utils._python_dispatch import TorchDispatchMode
 
 from compressor_model import engine as engine_module
 from compressor_model.engine import EngineConfig, NeuralCompressor
-from compressor_model.numerics import Precision
+from compressor_model.int_reference import IntReference
 from compressor_model.model import CONFIGS, ByteLM
-from compressor_model.reference import reference_windows
+from compressor_model.numerics import Precision
+from compressor_model.reference import int_reference_windows, reference_windows
 from compressor_model.runner import StaticCall
 from compressor_model.segment import SegmentConfig
-from tests.device_fakes import DeferredLayer, checking_capture, failing_capture
 from pipeline.model_service import DEVICE_ERROR_EXIT
+from tests.device_fakes import DeferredLayer, checking_capture, failing_capture
 from tests.engine_fixtures import code_docs, tiny_compressor, tiny_model
 from tests.pipeline_fixtures import tiny_checkpoint
 from tests.procs import env
 
-CFG = dict(lanes=32, group=8, lane_sets=2, device="cpu")  # two sets: one is in flight while the other is coded
+CFG = dict(lanes=32, group=8, lane_sets=2, device="cpu", compile=False)  # two sets: one is in flight while the other is coded
 
 
 def on(layer) -> NeuralCompressor:
@@ -177,7 +179,7 @@ def test_a_dropped_compressor_is_freed_without_the_garbage_collector(docs, expec
         comp = tiny_compressor(**CFG)
         comp.compress(docs[:2], th)
         gone = [weakref.ref(comp), weakref.ref(comp._steps[engine_module.StepMode.ENCODE]), weakref.ref(comp._rows),
-                weakref.ref(comp.kv[0].k)]
+                weakref.ref(comp.kv[0].k8)]
         del comp
         assert [r() is None for r in gone] == [True] * len(gone)
     finally:
@@ -190,19 +192,27 @@ def lane_position_case():
     if torch.cuda.is_available():
         torch.manual_seed(0)
         return ByteLM(CONFIGS["paper40m"]).cuda().eval(), EngineConfig(lanes=4096, group=4096, device="cuda")
-    return tiny_model(), EngineConfig(lanes=16, group=8, device="cpu")
+    return tiny_model(), EngineConfig(lanes=16, group=8, device="cpu", compile=False)
 
 
-def test_a_segment_codes_the_same_in_any_row_of_a_call(docs):
+@pytest.mark.parametrize("precision", [Precision.FP32, Precision.INT8])
+def test_a_segment_codes_the_same_in_any_row_of_a_call(docs, precision):
+    """Float: rows of one call must not round differently. int8: exact by construction,
+    and the oracle (one lane, NumPy) agrees wherever the segment sits."""
     model, cfg = lane_position_case()
+    cfg = dataclasses.replace(cfg, precision=precision)
     comp = NeuralCompressor(model, model.fingerprint(), cfg, SegmentConfig(call_positions=512))
     segs = [d[a:a + 24] for d in docs[:3] for a in (0, 100)]
     data = np.frombuffer(b"".join(segs), np.uint8)
     seg_off = np.concatenate([[0], np.cumsum([len(s) for s in segs])]).astype(np.int64)
     win = comp.encode_segments(data, seg_off)
+    ref = IntReference(comp.model.state_dict(), model.cfg) if precision is Precision.INT8 else None
     for k, seg in enumerate(segs):
         a, b = win.win_off[k], win.win_off[k + 1]
         engine = (win.codes[a:b].tolist(), win.counts[a:b].tolist())
+        if precision is Precision.INT8:
+            assert int_reference_windows(ref, seg, comp.cfg) == engine, k
+            continue
         for row in (0, (cfg.group // 2 + k) % cfg.group, cfg.group - 1):
             assert reference_windows(comp.model, seg, comp.cfg, comp.precision, row=row) == engine, (k, row)
 
@@ -211,7 +221,7 @@ DEVICE_ERROR = """
 import sys, numpy as np, torch
 from pipeline.config import load_config
 from pipeline.model_service import ModelService
-svc = ModelService(load_config(None, ["model.checkpoint=" + sys.argv[1], "engine.lanes=16", "engine.group=8"]))
+svc = ModelService(load_config(None, ["model.checkpoint=" + sys.argv[1], "engine.lanes=16", "engine.group=8", "engine.compile=false"]))
 def broken(*args):
     raise torch.AcceleratorError("CUDA error: device-side assert triggered")
 svc.comp.encode_segments = broken

@@ -179,31 +179,36 @@ def test_lane_sets_and_thread_counts_do_not_change_a_bit(comp, thresholds):
         tiny_compressor(lanes=24, group=8, lane_sets=2)
 
 
-def test_auto_precision_follows_the_hardware(monkeypatch):
+def test_auto_is_the_integer_model_and_float_modes_follow_the_hardware(monkeypatch):
     from compressor_model import numerics
 
     def on_cpu(**kw):  # a copy of the shared model: on a GPU machine the others keep theirs on the GPU
         m = copy.deepcopy(tiny_model())
-        return NeuralCompressor(m, m.fingerprint(), EngineConfig(lanes=16, group=8, device="cpu", **kw))
+        return NeuralCompressor(m, m.fingerprint(), EngineConfig(**{"lanes": 16, "group": 8, "device": "cpu", "compile": False, **kw}))
 
-    comp = on_cpu()  # auto: the concrete choice is stamped into numerics and the namespace
-    assert comp.precision in (Precision.BF16, Precision.FP32)
-    assert f"|{comp.precision.value}|" in comp.numerics and torch.backends.cpu.get_cpu_capability() in comp.numerics
-    other = Precision.FP32 if comp.precision is Precision.BF16 else Precision.BF16
-    assert on_cpu(precision=other).namespace != comp.namespace
+    comp = on_cpu()  # auto: int8 on every device; its numerics name the integer format only
+    assert comp.precision is Precision.INT8 and comp.numerics == "int8-v1"
+    fp32 = on_cpu(precision=Precision.FP32)  # float numerics name what float bits depend on
+    assert "|fp32|" in fp32.numerics and torch.backends.cpu.get_cpu_capability() in fp32.numerics
+    assert len({comp.namespace, fp32.namespace, on_cpu(precision=Precision.BF16).namespace}) == 3
+    assert on_cpu(lanes=32, group=16).namespace == comp.namespace != on_cpu(lanes=32, group=16, precision=Precision.FP32).namespace
     cpu = torch.device("cpu")
-    assert numerics.resolve(Precision.FP32, cpu) is Precision.FP32 and numerics.resolve(Precision.BF16, cpu) is Precision.BF16
-    # A GPU whose bf16 is emulated (T4, V100) runs fp32: torch counts emulation as support by default.
+    assert numerics.resolve(Precision.AUTO) is Precision.INT8 and numerics.resolve(Precision.FP32) is Precision.FP32
+    assert numerics.resolve_float(Precision.FP32, cpu) is Precision.FP32 and numerics.resolve_float(Precision.BF16, cpu) is Precision.BF16
+    with pytest.raises(ValueError, match="training runs in a float format"):
+        numerics.resolve_float(Precision.INT8, cpu)
+    # Training's auto: a GPU whose bf16 is emulated (T4, V100) runs fp32: torch counts
+    # emulation as support by default.
     monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda including_emulation=True: including_emulation)
-    assert numerics.resolve(Precision.AUTO, torch.device("cuda")) is Precision.FP32
+    assert numerics.resolve_float(Precision.AUTO, torch.device("cuda")) is Precision.FP32
     monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda including_emulation=True: True)
-    assert numerics.resolve(Precision.AUTO, torch.device("cuda")) is Precision.BF16
+    assert numerics.resolve_float(Precision.AUTO, torch.device("cuda")) is Precision.BF16
 
     def decide(flags, speedup):
         numerics.cpu_prefers_bf16.cache_clear()
         monkeypatch.setattr(numerics, "cpu_flags", lambda: flags)
         monkeypatch.setattr(numerics, "probe_bf16_speedup", lambda: speedup)
-        return numerics.resolve(Precision.AUTO, cpu)
+        return numerics.resolve_float(Precision.AUTO, cpu)
 
     try:
         assert decide({"avx2", "fma"}, 9.0) is Precision.FP32  # emulated bf16: never, whatever a probe says

@@ -105,7 +105,7 @@ def start_driver(root: Path, out: Path, ckpt: str, log: Path) -> subprocess.Pope
     """`proxycomp run` as a user starts it, on a local Ray cluster of its own, slowed down."""
     cmd = [str(BIN / "proxycomp"), "run", "--input", str(root / "in"), "--output", str(out), "--checkpoint", ckpt,
            "--no-progress", "--set", "run.address=local", "--set", "run.metrics=false"]
-    cmd += [x for kv in ["engine.lanes=64", "engine.group=32", "segment.call_positions=512", "run.torch_threads=1",
+    cmd += [x for kv in ["engine.lanes=64", "engine.group=32", "engine.compile=false", "segment.call_positions=512", "run.torch_threads=1",
                          "run.calibration_bytes=20000", *SLOW] for x in ("--set", kv)]
     with open(log, "wb") as f:
         return subprocess.Popen(cmd, stdout=f, stderr=subprocess.STDOUT, env=env(), start_new_session=True)

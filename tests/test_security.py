@@ -25,7 +25,7 @@ PROBE = textwrap.dedent('''
     from pipeline.actors import start_actors
     cfg = load_config(None, [f"input={json.dumps(sys.argv[1])}", f"output={json.dumps(sys.argv[2])}",
                              f"model.checkpoint={json.dumps(sys.argv[3])}", "run.address=local",
-                             "engine.lanes=64", "engine.group=32"])
+                             "engine.lanes=64", "engine.group=32", "engine.compile=false"])
     ctx = start_actors(cfg)   # the job's own Ray cluster, its model and cache actors
     ps = subprocess.run(["ps", "-eo", "pid,ppid"], capture_output=True, text=True).stdout.split()[2:]
     kids = {}

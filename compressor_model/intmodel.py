@@ -1,0 +1,274 @@
+"""The compressor model in exact integer arithmetic (`Precision.INT8`).
+
+The same Transformer as `model.ByteLM`, with int8 weights and activations:
+
+* a linear layer is int8 [M, K] @ int8 [K, N] -> int32 (`intmath.mm_int8`, torch._int_mm),
+  then one per-channel multiplier and a per-row shift back to fixed point; weights use
+  +-64 of the int8 range (`intmath.WEIGHT_MAX`: exact on CPUs without VNNI too);
+* activations are quantized per row (per position, and per head for q and k) with a
+  power-of-two scale computed in integers (`intmath.row_quant`);
+* LayerNorm gains and biases are folded into the linear layer after them;
+* GELU, both softmaxes and the entropy are table-driven (`intmath`).
+
+`quantize(ByteLM)` turns a float model into this form, deterministically (exact
+sums, one rounding per stored integer); the checkpoint stores the result, and its
+fingerprint covers it. `int_reference` is the same model in NumPy int64, the oracle.
+
+Like ByteLM it has `forward(idx)` for whole rows and `step(tokens, pos, cache)` for
+coding lanes; here the two give identical results for the same context, and a row's
+results are a pure function of the weights and that row's tokens before the position.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import math
+import os
+from fractions import Fraction
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn as nn
+
+from . import intmath as im
+from .model import ByteLM, ModelConfig, load_checkpoint
+
+
+class IntKVCache:
+    """Per-lane int8 keys with their row exponents, and fixed-point values, in the types
+    attention multiplies them in (`intmath.attention`): k8 [n_layer, B, h, T, d]
+    float32, ek [n_layer, B, h, T, 1] int64, v float64 like k8."""
+
+    def __init__(self, cfg: ModelConfig, lanes: int, length: int, device):
+        shape = (cfg.n_layer, lanes, cfg.n_head, length, cfg.n_embd // cfg.n_head)
+        self.k8 = torch.zeros(shape, dtype=torch.float32, device=device)
+        self.ek = torch.zeros(shape[:-1] + (1,), dtype=torch.int64, device=device)
+        self.v = torch.zeros(shape, dtype=torch.float64, device=device)
+        self.slots = torch.arange(length, device=device)
+
+    @property
+    def length(self) -> int:
+        return self.k8.shape[3]
+
+
+LINEARS = ("attn", "proj", "fc", "mproj")  # per block: c_attn, attn.c_proj, mlp.c_fc, mlp.c_proj
+
+
+Linear = tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]  # int8 W^T, multipliers, shift, bias
+
+
+def _linear(x8, e, lin: Linear) -> torch.Tensor:  # [M, K] int8, [M, 1] -> [M, N] int64
+    w, m, s, b = lin
+    acc = im.mm_int8(x8, w).long()
+    return im.round_shift(acc * m, (s - e).clamp(min=1)) + b  # shift >= 12 for any in-range model
+
+
+def _ln_linear(x, lin: Linear) -> torch.Tensor:  # x [M, C] residual -> [M, N]
+    return _linear(*im.row_quant(im.layer_norm(x)), lin)
+
+
+def qkv_part(x, lin: Linear, n_head: int):
+    """[M, C] residual -> q8, eq, k8, ek, v ([M, h, d] or [M, h, 1]) in the types
+    attention multiplies them in: int8 values as float32, v as float64."""
+    M, C = x.shape
+    qkv = _ln_linear(x, lin).clamp(-im.ACT_LIMIT, im.ACT_LIMIT).view(M, 3, n_head, C // n_head)
+    q8, eq = im.row_quant(qkv[:, 0])
+    k8, ek = im.row_quant(qkv[:, 1])
+    return q8.float(), eq, k8.float(), ek, qkv[:, 2].double()
+
+
+def tail_part(x, y, proj: Linear, fc: Linear, mproj: Linear, phi) -> torch.Tensor:
+    """A block after attention: x [M, C] residual, y [M, C] attention output -> x."""
+    x = (x + _linear(*im.row_quant(y), proj)).clamp(-im.RES_LIMIT, im.RES_LIMIT)
+    hid = _ln_linear(x, fc).clamp(-im.ACT_LIMIT, im.ACT_LIMIT)
+    return (x + _linear(*im.row_quant(im.gelu(hid, phi)), mproj)).clamp(-im.RES_LIMIT, im.RES_LIMIT)
+
+
+PARTS = {"qkv": qkv_part, "attention": im.attention, "tail": tail_part, "head": _ln_linear}
+
+
+class IntByteLM(nn.Module):
+    """Buffers only (int8 weights, int64 multipliers, biases, tables): `.to(device)`
+    moves it, `state_dict()` is the stored integer form. The work runs in four pure
+    functions (`PARTS`) called per layer; `compile()` fuses each with torch.compile,
+    which cannot change an integer result."""
+
+    def __init__(self, cfg: ModelConfig, tensors: dict[str, torch.Tensor]):
+        super().__init__()
+        if cfg.n_embd // cfg.n_head > 1024:
+            raise ValueError("int8 attention needs head_dim <= 1024 (exact float32 scores)")
+        if cfg.block_size > 1024:
+            raise ValueError("int8 attention needs block_size <= 1024 (exact float64 sums)")
+        self.cfg = cfg
+        for name, t in tensors.items():
+            if name.endswith("_w"):
+                im.check_mm_weight(t, name)
+            self.register_buffer(name, t)
+        self.score_mult = im.score_mult(cfg.n_embd // cfg.n_head)
+        self.register_buffer("attn_weights", im.attention_table(self.exp2), persistent=False)
+        self.parts = dict(PARTS)
+
+    def compile(self) -> "IntByteLM":
+        """Each part compiled once per input shape (the layers share it)."""
+        self.parts = {k: torch.compile(fn, dynamic=False) for k, fn in PARTS.items()}
+        return self
+
+    def _lin(self, name: str) -> Linear:
+        return tuple(getattr(self, f"{name}_{k}") for k in "wmsb")
+
+    def _layer(self, x, i, attend):  # attend(q8, eq, k8, ek, v) -> y [M, C]
+        y = attend(*self.parts["qkv"](x, self._lin(f"b{i}_attn"), self.cfg.n_head))
+        return self.parts["tail"](x, y, self._lin(f"b{i}_proj"), self._lin(f"b{i}_fc"), self._lin(f"b{i}_mproj"), self.phi)
+
+    def forward(self, idx: torch.Tensor) -> torch.Tensor:  # idx [B, T] -> logits int64 [B, T, 256]
+        B, T = idx.shape
+        if T > self.cfg.block_size:
+            raise ValueError(f"sequence of {T} exceeds block_size {self.cfg.block_size}")
+        x = (self.wte[idx] + self.wpe[:T]).view(B * T, -1)  # [B*T, C]
+        visible = torch.ones(T, T, dtype=torch.bool, device=idx.device).tril()[None, None]
+
+        def attend(*qkv):  # [B*T, h, .] -> [B, h, T, .] -> y [B*T, C]
+            q8, eq, k8, ek, v = (t.view(B, T, *t.shape[1:]).transpose(1, 2) for t in qkv)
+            y = self.parts["attention"](q8, eq, k8, ek, v, visible, self.score_mult, self.attn_weights)
+            return y.transpose(1, 2).reshape(B * T, -1)
+
+        for i in range(self.cfg.n_layer):
+            x = self._layer(x, i, attend)
+        return self.parts["head"](x, self._lin("head")).view(B, T, -1)
+
+    def new_cache(self, lanes: int, length: int) -> IntKVCache:
+        if length > self.cfg.block_size:
+            raise ValueError(f"cache of {length} exceeds block_size {self.cfg.block_size}")
+        cache = IntKVCache(self.cfg, lanes, length, self.wte.device)
+        self.step(torch.full((lanes,), 256, device=self.wte.device), torch.zeros(lanes, dtype=torch.long, device=self.wte.device), cache)
+        return cache
+
+    def step(self, tokens, pos, cache: IntKVCache) -> torch.Tensor:  # tokens, pos [B] -> logits int64 [B, 256]
+        x = self.wte[tokens] + self.wpe[pos]  # [B, C]
+        lanes = torch.arange(x.shape[0], device=x.device)
+        visible = (cache.slots[None, :] <= pos[:, None])[:, None, None, :]  # [B, 1, 1, T]
+        for i in range(self.cfg.n_layer):
+            def attend(q8, eq, k8, ek, v, i=i):  # [B, h, .]: this position's, into the cache at pos
+                cache.k8[i][lanes, :, pos] = k8
+                cache.ek[i][lanes, :, pos] = ek
+                cache.v[i][lanes, :, pos] = v
+                y = self.parts["attention"](q8[:, :, None], eq[:, :, None], cache.k8[i], cache.ek[i], cache.v[i], visible,
+                                            self.score_mult, self.attn_weights)  # [B, h, 1, d]
+                return y.reshape(x.shape)
+
+            x = self._layer(x, i, attend)
+        return self.parts["head"](x, self._lin("head"))
+
+    def frequencies(self, logits: torch.Tensor) -> torch.Tensor:
+        return im.frequencies(logits, self.exp2)
+
+    def entropy_bits(self, logits: torch.Tensor) -> torch.Tensor:
+        """float32 entropies in bits: exact (integers below 2**24 over a power of two)."""
+        return im.entropy(logits, self.exp2, self.log2).float() / (1 << im.ENTROPY_FRAC)
+
+    def digest(self) -> str:
+        h = hashlib.sha256(f"int{im.INT_FORMAT}".encode())
+        for name, t in sorted(self.state_dict().items()):
+            h.update(f"{name}:{t.dtype}:{tuple(t.shape)}".encode())
+            h.update(t.detach().cpu().contiguous().numpy().tobytes())
+        return h.hexdigest()[:16]
+
+
+# -- quantization of a float model ----------------------------------------------------
+
+def _fold(w: np.ndarray, gain: np.ndarray, bias: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """W diag(gain) and W @ bias: the linear layer applied to LayerNorm's output
+    (x - mean) / std * gain + bias. The products are single roundings; the bias sums
+    are exact (math.fsum), so the result does not depend on a BLAS."""
+    folded = w * gain[None, :]
+    return folded, np.array([math.fsum(row) for row in (w * bias[None, :])])
+
+
+def _linear_int(w: np.ndarray, bias: np.ndarray | None, in_frac: int, out_scale: float) -> dict[str, torch.Tensor]:
+    """float64 W [N, K] (and bias [N]) -> int8 W^T [K, N], multipliers, shift, int bias.
+    out = (acc * m) >> (s - e) gives W x * out_scale for x = q * 2**(e - in_frac)."""
+    amax = np.abs(w).max(axis=1)
+    step = np.where(amax > 0, amax / im.WEIGHT_MAX, 1.0)
+    q = np.clip(np.rint(w / step[:, None]), -im.WEIGHT_MAX, im.WEIGHT_MAX).astype(np.int8)
+    real = step * out_scale * 2.0 ** -in_frac  # per channel: the value of one acc unit
+    shift = int(math.floor(math.log2((1 << 15) - 1) - math.log2(real.max())))
+    mult = np.rint(real * 2.0 ** shift).astype(np.int64)
+    b = np.zeros(len(w), np.int64) if bias is None else np.rint(bias * out_scale).astype(np.int64)
+    return {"w": torch.from_numpy(np.ascontiguousarray(q.T)), "m": torch.from_numpy(mult),
+            "s": torch.tensor(shift, dtype=torch.int64), "b": torch.from_numpy(b)}
+
+
+def quantize(model: ByteLM) -> IntByteLM:
+    """The integer form of a float model (deterministic: the same bits on any machine)."""
+    sd = {k: v.detach().cpu().double().numpy() for k, v in model.state_dict().items()}
+    one = float(1 << im.FRAC)
+    out: dict[str, torch.Tensor] = {
+        "wte": torch.from_numpy(np.rint(sd["wte.weight"] * one).astype(np.int64)),
+        "wpe": torch.from_numpy(np.rint(sd["wpe.weight"] * one).astype(np.int64)),
+        "exp2": torch.tensor(im.exp2_table(), dtype=torch.int64),
+        "phi": torch.tensor(im.phi_table(), dtype=torch.int64),
+        "log2": torch.tensor(im.log2_table(), dtype=torch.int64),
+    }
+
+    def put(name, parts):
+        out.update({f"{name}_{k}": v for k, v in parts.items()})
+
+    for i in range(model.cfg.n_layer):
+        p = f"blocks.{i}."
+        w, b = _fold(sd[p + "attn.c_attn.weight"], sd[p + "ln_1.weight"], sd[p + "ln_1.bias"])
+        put(f"b{i}_attn", _linear_int(w, b, im.FRAC, one))
+        put(f"b{i}_proj", _linear_int(sd[p + "attn.c_proj.weight"], None, im.FRAC, one))
+        w, b = _fold(sd[p + "mlp.c_fc.weight"], sd[p + "ln_2.weight"], sd[p + "ln_2.bias"])
+        put(f"b{i}_fc", _linear_int(w, b, im.FRAC, one))
+        put(f"b{i}_mproj", _linear_int(sd[p + "mlp.c_proj.weight"], None, im.FRAC, one))
+    w, b = _fold(sd["head.weight"], sd["ln_f.weight"], sd["ln_f.bias"])
+    put("head", _linear_int(w, b, im.FRAC, float(Fraction(1 << im.LOG_FRAC)) * im.LOG2_E))
+    return IntByteLM(model.cfg, out)
+
+
+# -- checkpoints ----------------------------------------------------------------------
+
+def from_checkpoint(ckpt: dict, model: ByteLM) -> IntByteLM:
+    """The checkpoint's stored integer form where it holds one of this format, else the
+    float model quantized now (`quantize` is deterministic: the same bits either way)."""
+    stored = ckpt.get("int8")
+    if not stored or stored.get("format") != im.INT_FORMAT:
+        return quantize(model)
+    q = IntByteLM(model.cfg, stored["state"])
+    if stored.get("digest") != q.digest():
+        raise ValueError("checkpoint's int8 form does not match its digest (corrupt or edited)")
+    return q
+
+
+def with_int_form(ckpt: dict, model: ByteLM) -> dict:
+    """The checkpoint with the integer form of its model stored beside the float weights."""
+    q = quantize(model)
+    return {**ckpt, "int8": {"format": im.INT_FORMAT, "state": q.state_dict(), "digest": q.digest()}}
+
+
+def fingerprint(float_fingerprint: str, q: IntByteLM) -> str:
+    """What int8 results depend on: the float model they came from and the integer form."""
+    return hashlib.sha256(f"{float_fingerprint}|int8-v{im.INT_FORMAT}|{q.digest()}".encode()).hexdigest()[:16]
+
+
+def main(argv=None) -> None:
+    """python -m compressor_model.intmodel CKPT [--out PATH]: store the integer form."""
+    ap = argparse.ArgumentParser(prog="python -m compressor_model.intmodel", description=main.__doc__)
+    ap.add_argument("checkpoint")
+    ap.add_argument("--out", help="where to write (default: over the checkpoint)")
+    a = ap.parse_args(argv)
+    ckpt = load_checkpoint(a.checkpoint)
+    model = ByteLM.from_checkpoint(ckpt)
+    out, path = with_int_form(ckpt, model), Path(a.out or a.checkpoint)
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    torch.save(out, tmp)
+    os.replace(tmp, path)
+    print(json.dumps({"checkpoint": a.out or a.checkpoint, "int_format": im.INT_FORMAT, "digest": out["int8"]["digest"],
+                      "fingerprint_int8": fingerprint(ckpt.get("fingerprint") or model.fingerprint(), IntByteLM(model.cfg, out["int8"]["state"]))}))
+
+
+if __name__ == "__main__":
+    main()
