@@ -415,3 +415,22 @@ def test_trainer_package_reads_output_in_a_venv_of_its_own(done_run, tmp_path):
                            env=env, cwd=tmp_path, capture_output=True, text=True)
     assert tests.returncode == 0, tests.stdout[-3000:] + tests.stderr[-2000:]
     assert " passed" in tests.stdout and "failed" not in tests.stdout
+
+
+def test_a_float_output_made_before_int8_continues_in_its_precision(cluster, ckpt, tmp_path):
+    """An output made in fp32 (as before int8 was the default): a run with precision
+    auto continues it in fp32 and says so; it verifies; an explicit int8 run is refused
+    before anything starts, with the one line that says how to continue it."""
+    make_input(tmp_path / "in", n_shards=2)
+    inp, out = str(tmp_path / "in"), str(tmp_path / "out")
+    run_job(job_config(inp, out, ckpt, "engine.precision=fp32"), shards=["part-00000"], log=lambda m: None)
+    said: list[str] = []
+    auto = job_config(inp, out, ckpt)
+    summary = run_job(auto, log=said.append)
+    assert summary.shards_done == 1 and summary.shards_skipped == 1
+    assert any(line.startswith("continuing in fp32") for line in said), said
+    made = {json.loads(p.read_text())["precision"] for p in (tmp_path / "out" / "_done").iterdir()}
+    assert made == {"fp32"}
+    assert verify_output(auto, sample=6, log=lambda m: None)["ok"]
+    with pytest.raises(JobError, match=r"made in fp32: engine.precision=fp32 continues it"):
+        run_job(job_config(inp, out, ckpt, "engine.precision=int8"), log=lambda m: None)
