@@ -110,7 +110,15 @@ def round_shift_by(x: torch.Tensor, sh: int) -> torch.Tensor:
 
 
 def floor_div(a: torch.Tensor, b) -> torch.Tensor:
-    return torch.div(a, b, rounding_mode="floor")
+    """floor(a / b), b > 0, |a| < 2**62 and |a / b| < 2**50. By a constant: integer
+    division. By a tensor: the float64 quotient (within 1 of the true one in these
+    ranges) corrected by the exact integer remainder, because torch.compile's
+    vectorized integer division can fault on the padding lanes of a tensor divisor."""
+    if not isinstance(b, torch.Tensor):
+        return torch.div(a, b, rounding_mode="floor")
+    q = torch.floor(a.double() / b.double()).long()
+    r = a - q * b
+    return q - (r < 0).long() + (r >= b).long()
 
 
 def row_quant(z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

@@ -26,6 +26,7 @@ import hashlib
 import json
 import math
 import os
+import tempfile
 from fractions import Fraction
 from pathlib import Path
 
@@ -112,7 +113,13 @@ class IntByteLM(nn.Module):
         self.parts = dict(PARTS)
 
     def compile(self) -> "IntByteLM":
-        """Each part compiled once per input shape (the layers share it)."""
+        """Each part compiled once per input shape (the layers share it). Compiled
+        kernels are cached on disk per vector ISA: inductor's cache key misses an ISA
+        chosen by ATEN_CPU_CAPABILITY, and a kernel built for another ISA crashes."""
+        if "TORCHINDUCTOR_CACHE_DIR" not in os.environ:
+            user = os.environ.get("USER") or str(os.getuid())
+            os.environ["TORCHINDUCTOR_CACHE_DIR"] = os.path.join(
+                tempfile.gettempdir(), f"torchinductor_{user}", torch.backends.cpu.get_cpu_capability().lower())
         self.parts = {k: torch.compile(fn, dynamic=False) for k, fn in PARTS.items()}
         return self
 
