@@ -63,15 +63,16 @@ def _checkpoint_bytes(checkpoint: str | Path | bytes | None) -> bytes:
 def checkpoint_fingerprint(checkpoint: str | Path | bytes | None = None, precision: Precision = Precision.AUTO) -> str:
     """The fingerprint a compressor of this precision loaded from this checkpoint has
     (weights_only, as `load`): the float model's, or for int8 that of its integer form
-    too."""
+    too. Read from what the checkpoint records where it can (the driver builds no model
+    then; the model actors check the stored form against its digest when they load it)."""
     ckpt = load_checkpoint(_checkpoint_bytes(checkpoint))
-    if numerics.resolve(precision) is not Precision.INT8 and ckpt.get("fingerprint"):
-        return ckpt["fingerprint"]
+    int8 = numerics.resolve(precision) is Precision.INT8
+    fp, digest = ckpt.get("fingerprint"), intmodel.stored_digest(ckpt)
+    if fp and (digest or not int8):
+        return intmodel.fingerprint(fp, digest) if int8 else fp
     model = ByteLM.from_checkpoint(ckpt)
-    fp = ckpt.get("fingerprint") or model.fingerprint()
-    if numerics.resolve(precision) is not Precision.INT8:
-        return fp
-    return intmodel.fingerprint(fp, intmodel.from_checkpoint(ckpt, model))
+    fp = fp or model.fingerprint()
+    return intmodel.fingerprint(fp, intmodel.from_checkpoint(ckpt, model).digest()) if int8 else fp
 
 
 class NeuralCompressor:
@@ -94,7 +95,7 @@ class NeuralCompressor:
             numerics.fix_cuda_math()
         if self.precision is Precision.INT8:
             self.int_model = int_model if int_model is not None else intmodel.quantize(model)
-            self.fingerprint = intmodel.fingerprint(fingerprint, self.int_model)
+            self.fingerprint = intmodel.fingerprint(fingerprint, self.int_model.digest())
             self.model = copy.deepcopy(self.int_model).to(self.device)
             if cfg.compile and self.device.type == "cpu":  # CUDA: graphs already remove the launch overhead
                 self.model.compile()

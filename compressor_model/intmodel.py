@@ -50,10 +50,6 @@ class IntKVCache:
         self.v = torch.zeros(shape, dtype=torch.float64, device=device)
         self.slots = torch.arange(length, device=device)
 
-    @property
-    def length(self) -> int:
-        return self.k8.shape[3]
-
 
 LINEARS = ("attn", "proj", "fc", "mproj")  # per block: c_attn, attn.c_proj, mlp.c_fc, mlp.c_proj
 
@@ -238,14 +234,19 @@ def quantize(model: ByteLM) -> IntByteLM:
 
 # -- checkpoints ----------------------------------------------------------------------
 
+def stored_digest(ckpt: dict) -> str | None:
+    """The digest of the checkpoint's stored integer form, if it holds one of this format."""
+    stored = ckpt.get("int8")
+    return stored.get("digest") if stored and stored.get("format") == im.INT_FORMAT else None
+
+
 def from_checkpoint(ckpt: dict, model: ByteLM) -> IntByteLM:
     """The checkpoint's stored integer form where it holds one of this format, else the
     float model quantized now (`quantize` is deterministic: the same bits either way)."""
-    stored = ckpt.get("int8")
-    if not stored or stored.get("format") != im.INT_FORMAT:
+    if stored_digest(ckpt) is None:
         return quantize(model)
-    q = IntByteLM(model.cfg, stored["state"])
-    if stored.get("digest") != q.digest():
+    q = IntByteLM(model.cfg, ckpt["int8"]["state"])
+    if stored_digest(ckpt) != q.digest():
         raise ValueError("checkpoint's int8 form does not match its digest (corrupt or edited)")
     return q
 
@@ -256,9 +257,10 @@ def with_int_form(ckpt: dict, model: ByteLM) -> dict:
     return {**ckpt, "int8": {"format": im.INT_FORMAT, "state": q.state_dict(), "digest": q.digest()}}
 
 
-def fingerprint(float_fingerprint: str, q: IntByteLM) -> str:
-    """What int8 results depend on: the float model they came from and the integer form."""
-    return hashlib.sha256(f"{float_fingerprint}|int8-v{im.INT_FORMAT}|{q.digest()}".encode()).hexdigest()[:16]
+def fingerprint(float_fingerprint: str, digest: str) -> str:
+    """What int8 results depend on: the float model they came from and the digest of its
+    integer form."""
+    return hashlib.sha256(f"{float_fingerprint}|int8-v{im.INT_FORMAT}|{digest}".encode()).hexdigest()[:16]
 
 
 def main(argv=None) -> None:
@@ -274,7 +276,7 @@ def main(argv=None) -> None:
     torch.save(out, tmp)
     os.replace(tmp, path)
     print(json.dumps({"checkpoint": a.out or a.checkpoint, "int_format": im.INT_FORMAT, "digest": out["int8"]["digest"],
-                      "fingerprint_int8": fingerprint(ckpt.get("fingerprint") or model.fingerprint(), IntByteLM(model.cfg, out["int8"]["state"]))}))
+                      "fingerprint_int8": fingerprint(ckpt.get("fingerprint") or model.fingerprint(), out["int8"]["digest"])}))
 
 
 if __name__ == "__main__":

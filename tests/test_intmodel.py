@@ -127,7 +127,7 @@ def test_quantization_is_deterministic_and_the_fingerprint_covers_it(tmp_path):
     q = intmodel.from_checkpoint(loaded, ByteLM.from_checkpoint(loaded))
     assert q.digest() == a.digest()
     fp_int = checkpoint_fingerprint(buf.getvalue(), Precision.INT8)
-    assert fp_int == intmodel.fingerprint(model.fingerprint(), a) != model.fingerprint()
+    assert fp_int == intmodel.fingerprint(model.fingerprint(), a.digest()) != model.fingerprint()
     assert checkpoint_fingerprint(buf.getvalue(), Precision.FP32) == model.fingerprint()
     loaded["int8"]["state"]["head_w"][0, 0] += 1  # an edited integer weight
     with pytest.raises(ValueError, match="int8 form does not match"):
