@@ -3,10 +3,10 @@ torch operations the int8 model is built from.
 
 Every operation here is integer arithmetic whose result is fixed by its inputs: sums
 of integers do not depend on their order, `>>` is a floor, divisions are floor
-divisions. The two batched products of attention run as float GEMMs on integer
-values whose every partial sum stays below the float format's exact-integer range
-(2**24 for float32, 2**53 for float64), so no rounding ever happens and the order of
-summation cannot matter. Hence a result is the same on every CPU, GPU, thread count
+divisions. The two batched products of attention run as float GEMMs on integers
+(times one power of two per row) whose every partial sum stays below the float
+format's exact-integer range (2**24 units for float32, 2**53 for float64), so no
+rounding ever happens and the order of summation cannot matter. Hence a result is the same on every CPU, GPU, thread count
 and kernel library: `int_reference` recomputes it in NumPy int64 as the oracle.
 
 Fixed point: the residual stream, LayerNorm outputs and linear outputs hold value *
@@ -28,7 +28,7 @@ FRAC = 12
 LOG_FRAC = 8
 RES_LIMIT = 1 << 24  # |residual| < 4096.0: keeps LayerNorm's sum of squares < 2**61
 ACT_LIMIT = 1 << 20  # |q|, |k|, |v|, |MLP hidden| < 256.0: keeps attention sums < 2**53
-SCORE_SHIFT = 32  # scores: (dot * mult) >> (SCORE_SHIFT - e_q - e_k); e_q, e_k <= 14, mult < 2**15
+SCORE_SHIFT = 32  # scores: (dot * mult) >> (SCORE_SHIFT - e_q - e_k); e_q, e_k <= 13, mult < 2**15
 EXP_BITS = 30  # EXP2[f] = 2**(30 - f/256)
 ATTN_BITS = 15  # attention weights in Q15: 2**15 for the best key
 ATTN_SPAN = (EXP_BITS - ATTN_BITS + 1) << LOG_FRAC  # score gaps from here on weigh 0
@@ -165,27 +165,35 @@ def attention_table(exp2: torch.Tensor) -> torch.Tensor:
     return exp2_neg(t, exp2, EXP_BITS - ATTN_BITS)
 
 
-def attention(q8, eq, k8, ek, v, visible, mult: int, weights: torch.Tensor) -> torch.Tensor:
+def pow2(e: torch.Tensor, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    """2.0**e, exact, for int64 e within the format's normal range: written as its
+    exponent bits (an exp2 kernel may round)."""
+    if dtype == torch.float32:
+        return torch.bitwise_left_shift(e + 127, 23).to(torch.int32).view(torch.float32)
+    return torch.bitwise_left_shift(e + 1023, 52).view(torch.float64)
+
+
+def attention(q, k, v, visible, mult: int, weights: torch.Tensor) -> torch.Tensor:
     """Causal attention of queries on keys, all integers.
 
-    q8 [B, h, T, d], eq [B, h, T, 1]; k8 [B, h, S, d], ek [B, h, S, 1]; v [B, h, S, d]
-    (|v| <= ACT_LIMIT); q8 and k8 hold int8 values as float32, v integers as float64,
-    the types their products run in (a KV cache stores them so, to convert nothing per
-    step); visible bool [B or 1, 1, T, S], every row
-    with at least one key; weights: `attention_table`. Returns int64 [B, h, T, d] in
-    FRAC fixed point. A score is (dot * mult) >> (SCORE_SHIFT - e_q - e_k), rounded,
-    computed as (dot * (mult << e_k) + half) >> (SCORE_SHIFT - e_q): the same number.
+    q [B, h, T, d] = q8 * 2**(e_q - SCORE_SHIFT) and k [B, h, S, d] = k8 * 2**e_k, float32
+    (int8 values times their row's power of two: exact); v [B, h, S, d] integers as
+    float64 (|v| <= ACT_LIMIT); visible bool [B or 1, 1, T, S], every row with at least
+    one key; weights: `attention_table` as float64. Returns int64 [B, h, T, d] in FRAC
+    fixed point. A score is (q8 . k8 * mult) >> (SCORE_SHIFT - e_q - e_k), rounded: that
+    is floor(q . k * mult + 1/2), and computed so.
     """
-    # |dot| <= 127**2 * d < 2**24 (d <= 1024): exact in float32 whatever the kernel.
-    dot = torch.matmul(q8, k8.transpose(-1, -2)).long()  # [B, h, T, S]
-    # |dot * (mult << e_k)| < 2**20 * 2**15 * 2**14; the shift is >= 18
-    s = round_shift(dot * (mult << ek.transpose(-1, -2)), SCORE_SHIFT - eq)
-    s = torch.where(visible, s, -(1 << 40))
-    t = (s.amax(-1, keepdim=True) - s).clamp(max=ATTN_SPAN)  # not visible: ATTN_SPAN, weight 0
+    # q . k = (q8 . k8) * 2**(e_q + e_k - 32): |q8 . k8| <= 127**2 * d < 2**24 (d <= 1024)
+    # in units of one power of two, exact in float32 whatever the kernel or order.
+    dot = torch.matmul(q, k.transpose(-1, -2)).double()  # [B, h, T, S]
+    # dot * mult: < 2**39 units, exact in float64; e_q + e_k <= 26 < 32, so the + 1/2
+    # and the floor are exact too (an FMA gives the same number).
+    s = torch.where(visible, torch.floor(dot * mult + 0.5), -(2.0 ** 60))
+    t = (s.amax(-1, keepdim=True) - s).clamp(max=ATTN_SPAN).long()  # not visible: ATTN_SPAN, weight 0
     p = weights[t]  # Q15: 2**15 for the best key
-    z = p.sum(-1, keepdim=True)
+    z = p.sum(-1, keepdim=True).long()  # < 2**15 * 2**10, exact
     # p <= 2**15, |v| <= 2**20, S <= 2**10 keys: |p @ v| < 2**45, exact in float64.
-    pv = torch.matmul(p.double(), v).long()
+    pv = torch.matmul(p, v).long()
     return floor_div(2 * pv + z, 2 * z)
 
 

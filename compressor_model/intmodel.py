@@ -39,15 +39,15 @@ from .model import ByteLM, ModelConfig, load_checkpoint
 
 
 class IntKVCache:
-    """Per-lane int8 keys with their row exponents, and fixed-point values, in the types
-    attention multiplies them in (`intmath.attention`): k8 [n_layer, B, h, T, d]
-    float32, ek [n_layer, B, h, T, 1] int64, v float64 like k8."""
+    """Per-lane keys and values, compact (a step reads the whole cache: this is a third
+    of the bytes of the types attention multiplies in): k8 [n_layer, B, h, T, d] int8
+    with ks [n_layer, B, h, T, 1] its row's power of two (float32), v int32 like k8."""
 
     def __init__(self, cfg: ModelConfig, lanes: int, length: int, device):
         shape = (cfg.n_layer, lanes, cfg.n_head, length, cfg.n_embd // cfg.n_head)
-        self.k8 = torch.zeros(shape, dtype=torch.float32, device=device)
-        self.ek = torch.zeros(shape[:-1] + (1,), dtype=torch.int64, device=device)
-        self.v = torch.zeros(shape, dtype=torch.float64, device=device)
+        self.k8 = torch.zeros(shape, dtype=torch.int8, device=device)
+        self.ks = torch.ones(shape[:-1] + (1,), dtype=torch.float32, device=device)
+        self.v = torch.zeros(shape, dtype=torch.int32, device=device)
         self.slots = torch.arange(length, device=device)
 
 
@@ -67,29 +67,46 @@ def _ln_linear(x, lin: Linear) -> torch.Tensor:  # x [M, C] residual -> [M, N]
     return _linear(*im.row_quant(im.layer_norm(x)), lin)
 
 
-def qkv_part(x, lin: Linear, n_head: int):
-    """[M, C] residual -> q8, eq, k8, ek, v ([M, h, d] or [M, h, 1]) in the types
-    attention multiplies them in: int8 values as float32, v as float64."""
+def qkv_part(x, lin: Linear, n_head: int, B: int, compact: bool):
+    """[B*T, C] residual -> q, k, v [B, h, T, d] (contiguous: the batched products take
+    them without a copy). q and k are int8 per position and head times their power of
+    two (`intmath.attention`), float32; v float64. `compact` (for a KV cache): k as
+    (int8, its power of two [B, h, T, 1]), v int32."""
     M, C = x.shape
-    qkv = _ln_linear(x, lin).clamp(-im.ACT_LIMIT, im.ACT_LIMIT).view(M, 3, n_head, C // n_head)
-    q8, eq = im.row_quant(qkv[:, 0])
-    k8, ek = im.row_quant(qkv[:, 1])
-    return q8.float(), eq, k8.float(), ek, qkv[:, 2].double()
+    qkv = _ln_linear(x, lin).clamp(-im.ACT_LIMIT, im.ACT_LIMIT).view(B, M // B, 3, n_head, C // n_head)
+    q8, eq = im.row_quant(qkv[:, :, 0])
+    k8, ek = im.row_quant(qkv[:, :, 1])
+    q, ks = q8.float() * im.pow2(eq - im.SCORE_SHIFT), im.pow2(ek)
+    out = (q, k8, ks, qkv[:, :, 2].int()) if compact else (q, k8.float() * ks, qkv[:, :, 2].double())
+    return tuple(t.transpose(1, 2).contiguous() for t in out)
+
+
+def cached_attention(q, k8, ks, v, visible, mult: int, weights) -> torch.Tensor:
+    """`intmath.attention` on a compact KV cache (`IntKVCache`)."""
+    return im.attention(q, k8.float() * ks, v.double(), visible, mult, weights)
 
 
 def tail_part(x, y, proj: Linear, fc: Linear, mproj: Linear, phi) -> torch.Tensor:
-    """A block after attention: x [M, C] residual, y [M, C] attention output -> x."""
+    """A block after attention: x [M, C] residual, y [B, h, T, d] attention output -> x."""
+    y = y.transpose(1, 2).reshape(x.shape)
     x = (x + _linear(*im.row_quant(y), proj)).clamp(-im.RES_LIMIT, im.RES_LIMIT)
     hid = _ln_linear(x, fc).clamp(-im.ACT_LIMIT, im.ACT_LIMIT)
     return (x + _linear(*im.row_quant(im.gelu(hid, phi)), mproj)).clamp(-im.RES_LIMIT, im.RES_LIMIT)
 
 
-PARTS = {"qkv": qkv_part, "attention": im.attention, "tail": tail_part, "head": _ln_linear}
+def query_block(T: int) -> int:
+    """Queries per attention call of a whole-row forward: at most 8 blocks a row (each
+    block is one more compiled shape), at least 64 queries a block."""
+    return min(T, max(64, -(-T // 8)))
+
+
+PARTS = {"qkv": qkv_part, "attention": im.attention, "cached_attention": cached_attention, "tail": tail_part, "head": _ln_linear,
+         "frequencies": im.frequencies, "entropy": im.entropy}
 
 
 class IntByteLM(nn.Module):
     """Buffers only (int8 weights, int64 multipliers, biases, tables): `.to(device)`
-    moves it, `state_dict()` is the stored integer form. The work runs in four pure
+    moves it, `state_dict()` is the stored integer form. The work runs in seven pure
     functions (`PARTS`) called per layer; `compile()` fuses each with torch.compile,
     which cannot change an integer result."""
 
@@ -105,7 +122,7 @@ class IntByteLM(nn.Module):
                 im.check_mm_weight(t, name)
             self.register_buffer(name, t)
         self.score_mult = im.score_mult(cfg.n_embd // cfg.n_head)
-        self.register_buffer("attn_weights", im.attention_table(self.exp2), persistent=False)
+        self.register_buffer("attn_weights", im.attention_table(self.exp2).double(), persistent=False)
         self.parts = dict(PARTS)
 
     def compile(self) -> "IntByteLM":
@@ -116,14 +133,17 @@ class IntByteLM(nn.Module):
             user = os.environ.get("USER") or str(os.getuid())
             os.environ["TORCHINDUCTOR_CACHE_DIR"] = os.path.join(
                 tempfile.gettempdir(), f"torchinductor_{user}", torch.backends.cpu.get_cpu_capability().lower())
+        # One compiled graph per call shape: row lengths x query blocks, plus the steps
+        # (paper40m: ~40 attention shapes, past dynamo's default limit of 8).
+        torch._dynamo.config.recompile_limit = max(torch._dynamo.config.recompile_limit, 128)
         self.parts = {k: torch.compile(fn, dynamic=False) for k, fn in PARTS.items()}
         return self
 
     def _lin(self, name: str) -> Linear:
         return tuple(getattr(self, f"{name}_{k}") for k in "wmsb")
 
-    def _layer(self, x, i, attend):  # attend(q8, eq, k8, ek, v) -> y [M, C]
-        y = attend(*self.parts["qkv"](x, self._lin(f"b{i}_attn"), self.cfg.n_head))
+    def _layer(self, x, i, B, attend, compact=False):  # x [B*T, C]; attend(*qkv) -> y [B, h, T, d]
+        y = attend(*self.parts["qkv"](x, self._lin(f"b{i}_attn"), self.cfg.n_head, B, compact))
         return self.parts["tail"](x, y, self._lin(f"b{i}_proj"), self._lin(f"b{i}_fc"), self._lin(f"b{i}_mproj"), self.phi)
 
     def forward(self, idx: torch.Tensor) -> torch.Tensor:  # idx [B, T] -> logits int64 [B, T, 256]
@@ -133,13 +153,19 @@ class IntByteLM(nn.Module):
         x = (self.wte[idx] + self.wpe[:T]).view(B * T, -1)  # [B*T, C]
         visible = torch.ones(T, T, dtype=torch.bool, device=idx.device).tril()[None, None]
 
-        def attend(*qkv):  # [B*T, h, .] -> [B, h, T, .] -> y [B*T, C]
-            q8, eq, k8, ek, v = (t.view(B, T, *t.shape[1:]).transpose(1, 2) for t in qkv)
-            y = self.parts["attention"](q8, eq, k8, ek, v, visible, self.score_mult, self.attn_weights)
-            return y.transpose(1, 2).reshape(B * T, -1)
+        Q = query_block(T)
+
+        def attend(q, k, v):  # [B, h, T, d] each -> y [B, h, T, d]
+            # Causal: queries [a, a + Q) read keys [0, a + Q) only, so the masked upper
+            # triangle is mostly never computed (a masked key weighs exactly 0: the
+            # same integers either way).
+            y = torch.cat([self.parts["attention"](q[:, :, a:a + Q], k[:, :, :a + Q], v[:, :, :a + Q],
+                                                   visible[:, :, a:a + Q, :a + Q], self.score_mult, self.attn_weights)
+                           for a in range(0, T, Q)], 2)
+            return y
 
         for i in range(self.cfg.n_layer):
-            x = self._layer(x, i, attend)
+            x = self._layer(x, i, B, attend)
         return self.parts["head"](x, self._lin("head")).view(B, T, -1)
 
     def new_cache(self, lanes: int, length: int) -> IntKVCache:
@@ -151,26 +177,26 @@ class IntByteLM(nn.Module):
 
     def step(self, tokens, pos, cache: IntKVCache) -> torch.Tensor:  # tokens, pos [B] -> logits int64 [B, 256]
         x = self.wte[tokens] + self.wpe[pos]  # [B, C]
-        lanes = torch.arange(x.shape[0], device=x.device)
+        B, h, S = x.shape[0], self.cfg.n_head, len(cache.slots)
+        # (lane, head) -> its row at pos in a layer's cache seen as [B * h * S, .]
+        rows = (torch.arange(B * h, device=x.device).view(B, h) * S + pos[:, None]).view(-1)
         visible = (cache.slots[None, :] <= pos[:, None])[:, None, None, :]  # [B, 1, 1, T]
         for i in range(self.cfg.n_layer):
-            def attend(q8, eq, k8, ek, v, i=i):  # [B, h, .]: this position's, into the cache at pos
-                cache.k8[i][lanes, :, pos] = k8
-                cache.ek[i][lanes, :, pos] = ek
-                cache.v[i][lanes, :, pos] = v
-                y = self.parts["attention"](q8[:, :, None], eq[:, :, None], cache.k8[i], cache.ek[i], cache.v[i], visible,
-                                            self.score_mult, self.attn_weights)  # [B, h, 1, d]
-                return y.reshape(x.shape)
+            def attend(q, k8, ks, v, i=i):  # [B, h, 1, .]: this position's, into the cache at pos
+                for store, new in ((cache.k8[i], k8), (cache.ks[i], ks), (cache.v[i], v)):
+                    store.view(B * h * S, -1).index_copy_(0, rows, new.view(B * h, -1))
+                return self.parts["cached_attention"](q, cache.k8[i], cache.ks[i], cache.v[i], visible,
+                                                      self.score_mult, self.attn_weights)
 
-            x = self._layer(x, i, attend)
+            x = self._layer(x, i, B, attend, compact=True)
         return self.parts["head"](x, self._lin("head"))
 
     def frequencies(self, logits: torch.Tensor) -> torch.Tensor:
-        return im.frequencies(logits, self.exp2)
+        return self.parts["frequencies"](logits, self.exp2)
 
     def entropy_bits(self, logits: torch.Tensor) -> torch.Tensor:
         """float32 entropies in bits: exact (integers below 2**24 over a power of two)."""
-        return im.entropy(logits, self.exp2, self.log2).float() / (1 << im.ENTROPY_FRAC)
+        return self.parts["entropy"](logits, self.exp2, self.log2).float() / (1 << im.ENTROPY_FRAC)
 
     def digest(self) -> str:
         h = hashlib.sha256(f"int{im.INT_FORMAT}".encode())

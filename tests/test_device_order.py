@@ -179,7 +179,7 @@ def test_a_dropped_compressor_is_freed_without_the_garbage_collector(docs, expec
         comp = tiny_compressor(**CFG)
         comp.compress(docs[:2], th)
         gone = [weakref.ref(comp), weakref.ref(comp._steps[engine_module.StepMode.ENCODE]), weakref.ref(comp._rows),
-                weakref.ref(comp.kv[0].k8)]
+                weakref.ref(comp.kv[0].v)]
         del comp
         assert [r() is None for r in gone] == [True] * len(gone)
     finally:
