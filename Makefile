@@ -27,11 +27,11 @@ test: $(STAMP)
 	$(PY) -m pytest -q
 
 bench: $(STAMP)
-	$(PY) -m coder.bench --json
+	$(PY) -m benchmarks.coder --json
 
 bench-all: bench
-	$(PY) -m compressor_model.bench --json --roundtrip-files 1000
-	$(PY) -m pipeline.bench --json
+	$(PY) -m benchmarks.engine --json --roundtrip-files 1000
+	$(PY) -m benchmarks.job --json
 
 # On a GPU machine (no virtualenv: its python3 has CUDA torch; wheels for the rest come
 # from .whl/, made by `make gpu-wheels` where PyPI is reachable). One JSON per step in

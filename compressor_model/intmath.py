@@ -189,7 +189,7 @@ def attention(q, k, v, visible, mult: int, weights: torch.Tensor) -> torch.Tenso
     # dot * mult: < 2**39 units, exact in float64; e_q + e_k <= 26 < 32, so the + 1/2
     # and the floor are exact too (an FMA gives the same number).
     s = torch.where(visible, torch.floor(dot * mult + 0.5), -(2.0 ** 60))
-    t = (s.amax(-1, keepdim=True) - s).clamp(max=ATTN_SPAN).long()  # not visible: ATTN_SPAN, weight 0
+    t = (s.amax(-1, keepdim=True) - s).clamp(max=ATTN_SPAN).int()  # not visible: ATTN_SPAN, weight 0
     p = weights[t]  # Q15: 2**15 for the best key
     z = p.sum(-1, keepdim=True).long()  # < 2**15 * 2**10, exact
     # p <= 2**15, |v| <= 2**20, S <= 2**10 keys: |p @ v| < 2**45, exact in float64.

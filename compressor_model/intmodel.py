@@ -58,9 +58,13 @@ Linear = tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]  # int8 W
 
 
 def _linear(x8, e, lin: Linear) -> torch.Tensor:  # [M, K] int8, [M, 1] -> [M, N] int64
+    """(acc * m) >> (s - e), rounded, plus the bias. In float64, where it is exact and
+    cheap: |acc| <= 127 * 64 * K < 2**24 and m < 2**15, so acc * m * 2**-(s - e) needs
+    39 bits, + 1/2 and the floor stay exact for shifts up to 52 (checked at load)."""
     w, m, s, b = lin
-    acc = im.mm_int8(x8, w).long()
-    return im.round_shift(acc * m, (s - e).clamp(min=1)) + b  # shift >= 12 for any in-range model
+    acc = im.mm_int8(x8, w)
+    scale = m.double() * im.pow2(-(s - e).clamp(min=1), torch.float64)  # [M, N], exact
+    return torch.floor(acc.double() * scale + 0.5).long() + b
 
 
 def _ln_linear(x, lin: Linear) -> torch.Tensor:  # x [M, C] residual -> [M, N]
@@ -120,6 +124,8 @@ class IntByteLM(nn.Module):
         for name, t in tensors.items():
             if name.endswith("_w"):
                 im.check_mm_weight(t, name)
+            if name.endswith("_s") and not 0 < int(t) <= 52:
+                raise ValueError(f"{name}: requantization shift {int(t)} outside 1..52 (exact float64 rounding)")
             self.register_buffer(name, t)
         self.score_mult = im.score_mult(cfg.n_embd // cfg.n_head)
         self.register_buffer("attn_weights", im.attention_table(self.exp2).double(), persistent=False)
@@ -127,12 +133,15 @@ class IntByteLM(nn.Module):
 
     def compile(self) -> "IntByteLM":
         """Each part compiled once per input shape (the layers share it). Compiled
-        kernels are cached on disk per vector ISA: inductor's cache key misses an ISA
-        chosen by ATEN_CPU_CAPABILITY, and a kernel built for another ISA crashes."""
-        if "TORCHINDUCTOR_CACHE_DIR" not in os.environ:
-            user = os.environ.get("USER") or str(os.getuid())
-            os.environ["TORCHINDUCTOR_CACHE_DIR"] = os.path.join(
-                tempfile.gettempdir(), f"torchinductor_{user}", torch.backends.cpu.get_cpu_capability().lower())
+        kernels are cached on disk per vector ISA, under TORCHINDUCTOR_CACHE_DIR where
+        set too: inductor's cache key misses an ISA chosen by ATEN_CPU_CAPABILITY, and
+        a process reusing kernels built under another one crashed, or (seen with a
+        shared cache directory) computed other integers."""
+        isa = torch.backends.cpu.get_cpu_capability().lower()
+        user = os.environ.get("USER") or str(os.getuid())
+        base = os.environ.get("TORCHINDUCTOR_CACHE_DIR") or os.path.join(tempfile.gettempdir(), f"torchinductor_{user}")
+        if os.path.basename(base) != isa:
+            os.environ["TORCHINDUCTOR_CACHE_DIR"] = os.path.join(base, isa)
         # One compiled graph per call shape: row lengths x query blocks, plus the steps
         # (paper40m: ~40 attention shapes, past dynamo's default limit of 8).
         torch._dynamo.config.recompile_limit = max(torch._dynamo.config.recompile_limit, 128)

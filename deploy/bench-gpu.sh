@@ -20,4 +20,4 @@ if ! "$PY" -c "import ray, zstandard, torch, numba, pyarrow, fsspec, yaml, tqdm"
   echo "bench-gpu: a package is missing (above); run 'make gpu-wheels' where PyPI is reachable and bring .whl/" >&2
   exit 2
 fi
-exec "$PY" -m pipeline.bench_gpu "$@"
+exec "$PY" -m benchmarks.gpu "$@"

@@ -14,7 +14,7 @@ import sys
 import time
 from pathlib import Path
 
-from pipeline.bench_gpu import Steps
+from benchmarks.gpu import Steps
 from tests.procs import env
 
 REPO = Path(__file__).resolve().parents[1]

@@ -8,6 +8,7 @@ import copy
 import functools
 import io
 import json
+import os
 from pathlib import Path
 
 import numpy as np
@@ -163,6 +164,17 @@ def test_shipped_model_output_matches_the_golden_file():
 if __name__ == "__main__":
     GOLDEN.write_text(json.dumps(golden_case()))
     print(f"wrote {GOLDEN}")
+
+
+def test_compiled_kernels_are_cached_per_vector_isa(monkeypatch, tmp_path):
+    """A kernel cache shared by processes under different ATEN_CPU_CAPABILITY gave other
+    integers: compile() keys the directory by ISA, a user's TORCHINDUCTOR_CACHE_DIR too."""
+    q = intmodel.quantize(ByteLM(CONFIGS["tiny"]))
+    isa = torch.backends.cpu.get_cpu_capability().lower()
+    monkeypatch.setenv("TORCHINDUCTOR_CACHE_DIR", str(tmp_path))
+    q.compile()
+    q.compile()  # idempotent: one level, not two
+    assert os.environ["TORCHINDUCTOR_CACHE_DIR"] == str(tmp_path / isa)
 
 
 def test_compiled_parts_give_the_same_integers():

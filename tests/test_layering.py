@@ -44,7 +44,7 @@ def imports_of(name: str, path: Path) -> set[str]:
                 mod = node.module
             found.add(mod)
             found |= {f"{mod}.{a.name}" for a in node.names}
-    return {m for m in found if m.split(".")[0] in PACKAGES + ("proxytrain",)}
+    return {m for m in found if m.split(".")[0] in PACKAGES + ("proxytrain", "benchmarks")}
 
 
 @pytest.fixture(scope="module")
@@ -102,10 +102,19 @@ def test_service_packages_do_not_import_the_trainer_nor_the_trainer_them():
         assert not {m.split(".")[0] for m in names if m} & {*PACKAGES, "ray", "numba"}, path
 
 
+def test_the_product_does_not_import_the_benchmarks_nor_install_them():
+    """benchmarks/ is run from a checkout; an installed worker image does not have it."""
+    for name, path in module_files():
+        assert not any(m.split(".")[0] == "benchmarks" for m in imports_of(name, path)), name
+    pyproject = (ROOT / "pyproject.toml").read_text()
+    include = pyproject.split("[tool.setuptools.packages.find]")[1].split("\n[")[0]
+    assert "benchmarks" not in include and all(f'"{p}*"' in include for p in PACKAGES)
+
+
 @pytest.mark.parametrize("modules, absent", [
     ("coder, coder.lanes, coder.reference", ["compressor_model", "pipeline", "cache", "ray"]),
     ("cache.entry, cache.local, cache.sharded, cache.config", ["coder", "compressor_model", "pipeline", "ray", "torch"]),
-    ("compressor_model.engine, compressor_model.train, compressor_model.bench, compressor_model.corpus",
+    ("compressor_model.engine, compressor_model.train, compressor_model.segment, compressor_model.corpus",
      ["pipeline", "cache", "ray"]),
     ("compressor_model.records, compressor_model.corpus", ["torch", "pipeline", "cache"]),
     ("pipeline.tasks, pipeline.service", ["torch"]),  # shard workers stay light

@@ -258,7 +258,7 @@ def test_a_new_slice_starts_warm_from_an_earlier_output(done_run, ckpt, tmp_path
     run kept. The slice is one model call, so a cold start could find nothing in the
     cache (its distinct segments are looked up once, in an empty cache): every hit is
     the earlier run's. (That warm runs write the same bytes: the rerun test above;
-    cold against warm on more code: `python -m pipeline.bench_cache`.)"""
+    cold against warm on more code: `python -m benchmarks.warm_cache`.)"""
     _, first, root = done_run
     other = take_bytes([f for f in stdlib_files("heldout") if 6000 <= len(f.text) < 9000], 12_000)  # not in the first slice
     write_shards(other, tmp_path / "in", 1, "jsonl")

@@ -6,7 +6,7 @@
 
 Steps (each its own process: its own CUDA context, and a crash or a hang loses only it):
 
-* `engine`: the engine benchmark (`compressor_model.bench`) with random weights of
+* `engine`: the engine benchmark (`benchmarks.engine`) with random weights of
   `--model` (speed does not depend on the weights): bytes/s per GPU for segmentation,
   coding and end to end, model TFLOP/s and MFU, CUDA graphs against eager calls
   (speed-up, identical bits), bf16 against fp32;
@@ -15,7 +15,7 @@ Steps (each its own process: its own CUDA context, and a crash or a hang loses o
 * `train`: `--train-seconds` of training `--model` on this Python's standard library;
 * `rate`: the engine benchmark with that checkpoint: bytes per symbol, held-out
   bits/byte (its speed too, on less data);
-* `pipeline`: the Ray job (`pipeline.bench`) with one GPU model actor and that checkpoint.
+* `pipeline`: the Ray job (`benchmarks.job`) with one GPU model actor and that checkpoint.
 
 Each step's JSON goes to `<out>/<step>.json` the moment the step ends, with its exit
 status, seconds and the tails of its output and log (the whole log: `<work>/logs/`); a
@@ -38,9 +38,8 @@ import time
 from pathlib import Path
 
 from compressor_model.stdlib import stdlib_files
-
-from .output import write_json_atomic
-from .sample import write_shards
+from pipeline.output import write_json_atomic
+from pipeline.sample import write_shards
 
 STEPS = ("engine", "cuda-tests", "train", "rate", "pipeline")
 LOG_TAIL = 4000  # characters of a step's log in its JSON
@@ -148,7 +147,7 @@ def main(argv=None) -> int:
     work = Path(a.work) if a.work else out.resolve().parent / f"{out.name}-work"
     runner = Steps(out, work / "logs", a.deadline_s)
     t0 = time.perf_counter()
-    engine_args = ["-m", "compressor_model.bench", "--json", "--device", a.device, "--lanes", str(a.lanes),
+    engine_args = ["-m", "benchmarks.engine", "--json", "--device", a.device, "--lanes", str(a.lanes),
                    "--group", str(a.group), "--call-positions", str(a.call_positions), "--split", "all",
                    "--compile" if a.compile else "--no-compile"]
 
@@ -186,7 +185,7 @@ def main(argv=None) -> int:
                 f"run.batch_bytes={a.batch_bytes}", f"engine.compile={str(a.compile).lower()}"]
         if a.device == "cuda":  # one GPU actor with 2 CPUs; shard tasks on the other cores
             sets += ["run.gpus_per_actor=1", "run.cpus_per_actor=2", "run.shard_workers=4", "run.shard_cpus=1"]
-        runner.run("pipeline", ["-m", "pipeline.bench", "--json", "--workers", "1", "--bytes", str(a.pipeline_bytes),
+        runner.run("pipeline", ["-m", "benchmarks.job", "--json", "--workers", "1", "--bytes", str(a.pipeline_bytes),
                              "--shards", "16", "--split", "all", "--no-compare", "--no-engine", "--checkpoint", ckpt,
                              *[x for s in sets for x in ("--set", s)]])
 

@@ -1,4 +1,4 @@
-"""Neural compressor benchmark: `python -m compressor_model.bench --json [--data URL]`.
+"""Neural compressor benchmark: `python -m benchmarks.engine --json [--data URL]`.
 
 On real code (default: held-out files of the interpreter's standard library, which the
 shipped model never trained on; `--data` takes any corpus the readers accept) it runs
@@ -19,13 +19,12 @@ import numpy as np
 import torch
 
 from coder.constants import PROB_TOTAL
-
-from .corpus import Document, list_shards, read_shard
-from .engine import EngineConfig, NeuralCompressor
-from .model import BOS, CONFIGS, ByteLM
-from .numerics import Precision, describe_machine
-from .segment import SegmentConfig
-from .stdlib import stdlib_files
+from compressor_model.corpus import Document, list_shards, read_shard
+from compressor_model.engine import EngineConfig, NeuralCompressor
+from compressor_model.model import BOS, CONFIGS, ByteLM
+from compressor_model.numerics import Precision, describe_machine
+from compressor_model.segment import SegmentConfig
+from compressor_model.stdlib import stdlib_files
 
 
 def load_docs(data: str | None, max_bytes: int, split: str = "heldout") -> list[bytes]:

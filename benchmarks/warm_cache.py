@@ -1,4 +1,4 @@
-"""A warm segment cache on the next slice of a corpus: `python -m pipeline.bench_cache --json`.
+"""A warm segment cache on the next slice of a corpus: `python -m benchmarks.warm_cache --json`.
 
 Two disjoint slices of real code (held-out files of this Python's standard library).
 Slice A runs first and keeps its hottest cache entries (`<output>/_cache/`). Slice B then
@@ -22,10 +22,9 @@ import ray
 
 from compressor_model.numerics import describe_machine
 from compressor_model.stdlib import stdlib_files, take_bytes
-
-from .config import load_config
-from .job import calibrate_job, run_job
-from .sample import write_shards
+from pipeline.config import load_config
+from pipeline.job import calibrate_job, run_job
+from pipeline.sample import write_shards
 
 
 def _digests(out: str) -> dict:

@@ -1,4 +1,4 @@
-"""Driver cost at corpus scale: `python -m pipeline.bench_store --shards 20000 --json`.
+"""Driver cost at corpus scale: `python -m benchmarks.store --shards 20000 --json`.
 
 An S3-compatible server (moto_server, on 127.0.0.1: no network latency at all) holds N
 input shards and N completion markers, as after a finished run. Timed, with the storage
@@ -34,8 +34,7 @@ import s3fs
 from compressor_model.config import EngineConfig, Precision, SegmentConfig, Thresholds
 from compressor_model.engine import NeuralCompressor
 from compressor_model.numerics import describe_machine
-
-from .config import dump_config, load_config, settings_key
+from pipeline.config import dump_config, load_config, settings_key
 
 BUCKET = "corpus"
 _REQUEST = re.compile(rb'"(GET|PUT|POST|HEAD|DELETE) ')

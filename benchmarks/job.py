@@ -1,4 +1,4 @@
-"""End-to-end pipeline benchmark: `python -m pipeline.bench --json`.
+"""End-to-end pipeline benchmark: `python -m benchmarks.job --json`.
 
 Runs the real Ray job (local cluster, shipped model unless `--checkpoint`) over shards
 of real code (held-out files of this Python's standard library) once per model-actor
@@ -26,12 +26,11 @@ from compressor_model.config import Thresholds
 from compressor_model.engine import NeuralCompressor
 from compressor_model.numerics import describe_machine
 from compressor_model.stdlib import stdlib_files, take_bytes
-
-from .config import JobConfig, load_config
-from .job import calibrate_job, run_job
-from .output import read_json
-from .sample import write_shards
-from .model_service import read_checkpoint
+from pipeline.config import JobConfig, load_config
+from pipeline.job import calibrate_job, run_job
+from pipeline.model_service import read_checkpoint
+from pipeline.output import read_json
+from pipeline.sample import write_shards
 
 
 def _config(inp: str, out: str, extra: list[str]) -> JobConfig:

@@ -1,4 +1,4 @@
-"""Load and memory figures: `python -m pipeline.loadtest --json`.
+"""Load and memory figures: `python -m benchmarks.load --json`.
 
 1. Many small shards: the same documents as N shards and as one shard; the difference
    in wall time over N is the overhead a shard costs (scheduling, commit, markers).
@@ -23,11 +23,10 @@ import torch
 
 from compressor_model.model import CONFIGS, ByteLM
 from compressor_model.stdlib import stdlib_files
-
-from .actors import init_local_ray
-from .config import load_config
-from .job import run_job
-from .output import read_json
+from pipeline.actors import init_local_ray
+from pipeline.config import load_config
+from pipeline.job import run_job
+from pipeline.output import read_json
 
 
 def _job(inp: str, out: str, *extra: str):

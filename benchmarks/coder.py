@@ -1,4 +1,4 @@
-"""Coder benchmark: `python -m coder.bench --json`.
+"""Coder benchmark: `python -m benchmarks.coder --json`.
 
 Everything is measured in one run on the same synthetic, model-like data: N positions
 with softmax-of-Gaussian distributions whose spread is tuned so the mean entropy is
@@ -16,9 +16,9 @@ import time
 import numpy as np
 import torch
 
-from . import api
-from .constants import PROB_TOTAL
-from .quantize import quantize
+from coder import api
+from coder.constants import PROB_TOTAL
+from coder.quantize import quantize
 
 QUANT_BATCH = 8192
 
