@@ -15,7 +15,7 @@ unexport PYTHONDONTWRITEBYTECODE
 
 $(STAMP): pyproject.toml trainer/pyproject.toml constraints.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install -q --no-compile -c constraints.txt -e '.[dev,bench]' -e ./trainer
+	$(PY) -m pip install -q --no-compile -c constraints.txt -e '.[dev,bench,analysis]' -e ./trainer
 	touch $(STAMP)
 
 setup: $(STAMP)

@@ -1,6 +1,6 @@
 """Equal-information arithmetic coder: quantization, Numba kernels, packing, reference."""
 
-from .api import CoderConfig, Packed, Windows, decode, encode, pack, unpack
+from .api import CoderConfig, Packed, Windows, decode, encode, pack, stitch_offsets, unpack
 from .constants import FORMAT_VERSION, NO_WINDOWS, PROB_BITS, PROB_TOTAL
 from .stream import Streams, decode_streams, encode_streams, pack_streams, unpack_streams
 
@@ -19,6 +19,7 @@ __all__ = [
     "encode_streams",
     "pack",
     "pack_streams",
+    "stitch_offsets",
     "unpack",
     "unpack_streams",
 ]

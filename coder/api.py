@@ -59,8 +59,16 @@ class Windows:
     def windows_per_segment(self) -> np.ndarray:
         return np.diff(self.win_off)
 
-    def bytes_per_window(self) -> np.ndarray:
-        return np.maximum(self.counts, 1)
+
+def stitch_offsets(parts) -> np.ndarray:
+    """Offset arrays of consecutive parts (each [n_i + 1], from 0 to the part's length)
+    -> one int64 array [sum n_i + 1] over their concatenation."""
+    out, base = [np.zeros(1, np.int64)], 0
+    for off in parts:
+        off = np.asarray(off, np.int64)
+        out.append(off[1:] + base)
+        base += int(off[-1])
+    return np.concatenate(out)
 
 
 @dataclass
@@ -173,12 +181,7 @@ def _split(seg_off: np.ndarray, threads: int) -> list[tuple[int, int]]:
 def _concat(parts) -> Windows:
     codes = np.concatenate([p[0] for p in parts])
     counts = np.concatenate([p[1] for p in parts])
-    offs = [np.zeros(1, np.int64)]
-    base = 0
-    for _, _, win_off in parts:
-        offs.append(win_off[1:] + base)
-        base += win_off[-1]
-    return Windows(codes, counts, np.concatenate(offs))
+    return Windows(codes, counts, stitch_offsets(p[2] for p in parts))
 
 
 def check_windows(win: Windows, n_segments: int) -> Windows:

@@ -10,7 +10,7 @@ Slow and simple, with its invariants asserted.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from .constants import ESCAPE_COUNT, PROB_BITS, PROB_TOTAL, RENORM_FLOOR_BITS, RENORM_SHIFT, STATE_BITS
 
@@ -97,7 +97,6 @@ def window_loop(segment: bytes, next_freq, window_bits: int, max_window_bytes: i
 class ReferenceCoder:
     window_bits: int = 16
     max_window_bytes: int = 0  # 0: no limit
-    stats: dict = field(default_factory=lambda: {"escapes": 0})
 
     def encode_segment(self, data: bytes, cum: list[int], freq: list[int]) -> tuple[list[int], list[int]]:
         """Codes and byte counts of the windows of one segment."""
@@ -119,7 +118,6 @@ class ReferenceCoder:
                 assert self.window_bits >= 8
                 codes.append(data[i])
                 counts.append(ESCAPE_COUNT)
-                self.stats["escapes"] += 1
                 i += 1
                 continue
             code = cur.code()

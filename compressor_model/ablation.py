@@ -20,7 +20,7 @@ from dataclasses import dataclass, replace
 import numpy as np
 import torch
 
-from coder import CoderConfig, decode_streams, encode_streams, pack, pack_streams
+from coder import CoderConfig, decode_streams, encode_streams, pack, pack_streams, stitch_offsets
 
 from .config import SegmentConfig, SegmenterKind
 from .engine import NeuralCompressor
@@ -132,8 +132,8 @@ def run(comp: NeuralCompressor, docs: list[bytes], rows: list[Ablation] | None =
         t = time.perf_counter()
         th = thresholds.get(row.segment.percentile) if row.segment.kind is SegmenterKind.ENTROPY else None
         offs = [segment_offsets(d, h, row.segment, th) for d, h in zip(docs, hs)]
-        seg_off = np.concatenate([[0], *[o[1:] + base for o, base in zip(offs, np.cumsum([0, *map(len, docs)]))]])
-        data, u_off, occ = distinct(b"".join(docs), seg_off.astype(np.int64))
+        seg_off = stitch_offsets(offs)
+        data, u_off, occ = distinct(b"".join(docs), seg_off)
         info: dict = {}
         if row.window_bits:
             key = (row.segment, row.window_bits)

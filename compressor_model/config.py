@@ -9,9 +9,24 @@ from __future__ import annotations
 
 import enum
 import json
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 
 from coder import CoderConfig
+
+
+class Role(enum.Enum):
+    """What a setting changes, declared on its field (`metadata={"role": ...}`; a nested
+    section's role is the default of its fields). An output's content config, which its
+    shards and reruns must match, is derived from it (`pipeline.config.content_config`)."""
+
+    CONTENT = "content"  # the output's bytes (the default)
+    SCHEDULING = "scheduling"  # how fast or where, never a byte
+    FLOAT_ONLY = "float-only"  # bytes in the float precisions only (int8 is exact anywhere)
+
+
+def setting(default, role: Role):
+    """A dataclass field with its role."""
+    return field(default=default, metadata={"role": role})
 
 
 class Precision(enum.Enum):
@@ -81,17 +96,18 @@ class Thresholds:
 
 @dataclass(frozen=True)
 class EngineConfig:
-    lanes: int = 256  # segments coded side by side
-    group: int = 256  # lanes per model call: every call has exactly this shape, and only
-    #                  groups with a waiting lane are computed (part of the numerics)
-    lane_sets: int = 0  # sets coded in turn while the device computes another; 0: 2 on CUDA, 1 on CPU
+    lanes: int = setting(256, Role.SCHEDULING)  # segments coded side by side
+    group: int = setting(256, Role.FLOAT_ONLY)  # lanes per model call: every call has exactly this shape,
+    #                  and only groups with a waiting lane are computed (part of the float numerics)
+    lane_sets: int = setting(0, Role.SCHEDULING)  # sets coded in turn while the device computes another;
+    #                                                0: 2 on CUDA, 1 on CPU
     max_window_bytes: int = 32  # also the KV cache length per lane
     window_bits: int = 16
     symbol_bits: int = 16
     precision: Precision = Precision.AUTO  # auto: int8 (float modes for comparison)
-    device: str = "auto"  # auto: cuda if available
-    cuda_graphs: bool = True  # replay each fixed-shape call as a CUDA graph (same bits as eager)
-    compile: bool = True  # int8 on CPUs: fuse the integer model's elementwise work with torch.compile
+    device: str = setting("auto", Role.FLOAT_ONLY)  # auto: cuda if available
+    cuda_graphs: bool = setting(True, Role.SCHEDULING)  # replay each fixed-shape call as a CUDA graph (same bits as eager)
+    compile: bool = setting(True, Role.SCHEDULING)  # int8 on CPUs: fuse the integer model's elementwise work with torch.compile
     #                      (integer results cannot change; each call shape compiles once, ~10-30 s)
 
     @property

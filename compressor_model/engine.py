@@ -31,7 +31,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from coder import Windows
+from coder import Windows, stitch_offsets
 from coder.constants import FORMAT_VERSION
 from coder.lanes import LaneDecoder, LaneEncoder
 
@@ -265,14 +265,7 @@ class NeuralCompressor:
             return []
         codes = np.concatenate([r.window_codes for r in records])
         counts = np.concatenate([r.window_counts for r in records])
-        seg_off, win_off = [np.zeros(1, np.int64)], [np.zeros(1, np.int64)]
-        base_b = base_w = 0
-        for r in records:
-            seg_off.append(r.seg_off[1:] + base_b)
-            win_off.append(r.win_off[1:] + base_w)
-            base_b += r.n_bytes
-            base_w += len(r.window_counts)
-        seg_off, win_off = np.concatenate(seg_off), np.concatenate(win_off)
+        seg_off, win_off = stitch_offsets(r.seg_off for r in records), stitch_offsets(r.win_off for r in records)
         data, bad = self.decode_segments(Windows(codes, counts, win_off), seg_off)
         out, s = [], 0
         for r in records:

@@ -39,10 +39,6 @@ class DocRecord:
     symbols: np.ndarray  # uint16 [n_symbols]
     cache_hits: int = 0  # segments served by the cache
 
-    @property
-    def windows(self) -> Windows:
-        return Windows(self.window_codes, self.window_counts, self.win_off)
-
 
 @dataclass(kw_only=True)
 class Counts:

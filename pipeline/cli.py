@@ -24,7 +24,10 @@ import sys
 import yaml
 
 from .config import Compressor, JobConfig, load_config, register_secrets
+from .errors import Interrupted, JobError
 from .redact import redact
+
+ANALYSIS_EXTRA = ("matplotlib", "rapidfuzz")  # `proxycomp[analysis]`: pictures, edit distances
 
 
 def _storage_options(pairs: list[str]) -> dict:
@@ -183,10 +186,23 @@ def cmd_train_tokenizer(a) -> int:
     return 0
 
 
+def _analysis_modules(cmd: str):
+    """analysis, plots and report: they need the `analysis` extra, which a worker image
+    need not carry (`proxycomp run` does without it)."""
+    try:
+        from . import analysis, plots, report
+    except ImportError as e:
+        if (e.name or "").split(".")[0] in ANALYSIS_EXTRA:
+            raise JobError(f"proxycomp {cmd} needs the analysis extra ({e.name} is not installed): "
+                           "pip install 'proxycomp[analysis]'") from e
+        raise
+    return analysis, plots, report
+
+
 def cmd_analyze(a) -> int:
-    from .analysis import Analysis, AnalysisConfig, analyze
-    from .plots import PLOTS
-    from .report import markdown_table
+    analysis, plots, report = _analysis_modules("analyze")
+    Analysis, AnalysisConfig, analyze = analysis.Analysis, analysis.AnalysisConfig, analysis.analyze
+    PLOTS, markdown_table = plots.PLOTS, report.markdown_table
 
     cfg = AnalysisConfig(sample_bytes=a.sample_bytes, shards=a.sample_shards, doc_bytes=a.doc_bytes, seed=a.seed,
                          checkpoint=a.checkpoint or "", tokenizer=a.tokenizer or "")
@@ -206,9 +222,8 @@ def cmd_analyze(a) -> int:
 
 
 def cmd_report(a) -> int:
-    from .analysis import AnalysisConfig
-    from .report import write_report
-
+    analysis, _, report = _analysis_modules("report")
+    AnalysisConfig, write_report = analysis.AnalysisConfig, report.write_report
     cfg = AnalysisConfig(sample_bytes=a.sample_bytes, checkpoint=a.checkpoint or "")
     out = write_report(a.output, a.dest, _storage_options(a.storage_option), cfg, log=_log)
     print(json.dumps(out) if a.json else f"{out['html']}\n{out['json']}")
@@ -332,8 +347,6 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv=None) -> int:
     a = build_parser().parse_args(argv)
-    from .errors import Interrupted, JobError
-
     try:
         return a.fn(a)
     except (JobError, ValueError) as e:

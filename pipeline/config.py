@@ -21,7 +21,7 @@ import fsspec
 import yaml
 
 from cache.config import CacheConfig
-from compressor_model.config import EngineConfig, Precision, SegmentConfig
+from compressor_model.config import EngineConfig, Precision, Role, SegmentConfig, setting
 from compressor_model.corpus import ReaderConfig
 
 from .redact import register
@@ -50,7 +50,7 @@ class OutputConfig:
 
 
 @dataclass(frozen=True)
-class RunConfig:
+class RunConfig:  # scheduling (its JobConfig field says so), but for doc_slice_bytes
     address: str = ""  # Ray address: "" joins $RAY_ADDRESS if set (ray job submit), else starts a local cluster
     model_actors: int = 1  # actors holding the model (one per GPU in a GPU cluster)
     gpus_per_actor: float = 0.0  # 0: CPU actors
@@ -65,7 +65,7 @@ class RunConfig:
     model_resources: dict = field(default_factory=dict)
     shard_resources: dict = field(default_factory=dict)
     batch_bytes: int = 512 << 10  # document bytes per model call
-    doc_slice_bytes: int = 4 << 20  # longer documents are compressed a slice at a time
+    doc_slice_bytes: int = setting(4 << 20, Role.CONTENT)  # longer documents are compressed a slice at a time
     small_shard_bytes: int = 256 << 10  # shards smaller than this (on storage) share tasks and model calls
     group_bytes: int = 1 << 20  # ... up to this many bytes (on storage) per task
     worker_memory_bytes: int = 4 << 30  # a shard worker above this RSS fails its shard with a clear reason
@@ -84,15 +84,15 @@ class RunConfig:
 @dataclass(frozen=True)
 class JobConfig:
     input: str = ""
-    output: str = ""
-    storage_options: dict = field(default_factory=dict)  # passed to fsspec (e.g. endpoint_url)
+    output: str = setting("", Role.SCHEDULING)
+    storage_options: dict = field(default_factory=dict, metadata={"role": Role.SCHEDULING})  # passed to fsspec
     model: ModelSource = ModelSource()
     reader: ReaderConfig = ReaderConfig()
     segment: SegmentConfig = SegmentConfig()
     engine: EngineConfig = EngineConfig()
-    cache: CacheConfig = CacheConfig()
+    cache: CacheConfig = setting(CacheConfig(), Role.SCHEDULING)
     output_format: OutputConfig = OutputConfig()
-    run: RunConfig = RunConfig()
+    run: RunConfig = setting(RunConfig(), Role.SCHEDULING)
 
 
 def _convert(tp, value, where: str):
@@ -265,27 +265,30 @@ def dump_config(cfg: JobConfig) -> str:
 
 
 def content_config(cfg: JobConfig) -> dict:
-    """The settings an output's bytes depend on (what goes into every shard's metadata).
-    Scheduling and resources (actors, workers, batch sizes, retries, the cache, the lane
-    count, the lane sets, CUDA graphs or compilation on or off) change how fast a shard
-    is made, never what it contains, so they stay out: a shard rerun with more workers
-    is byte-identical. In int8 the device and the group size do not change a bit
-    either, so they stay out too: int8 shards are the same bytes wherever they are made."""
-    d = to_dict(cfg)
-    scheduling = {"lanes", "lane_sets", "cuda_graphs", "compile"}
+    """The settings an output's bytes depend on (what goes into every shard's metadata),
+    derived from each field's declared `Role`. Scheduling and resources (actors,
+    workers, batch sizes, retries, the cache, the lane count, the lane sets, CUDA graphs
+    or compilation on or off) change how fast a shard is made, never what it contains,
+    so they stay out: a shard rerun with more workers is byte-identical. In int8 the
+    float-only settings (device, group size) do not change a bit either, so they stay
+    out too: int8 shards are the same bytes wherever they are made."""
     precision = cfg.engine.precision.resolved()
-    if precision is Precision.INT8:
-        scheduling |= {"group", "device"}
-    engine = {k: v for k, v in d["engine"].items() if k not in scheduling} | {"precision": precision.value}
-    return {
-        "input": d["input"],
-        "model": d["model"],
-        "reader": d["reader"],
-        "segment": d["segment"],
-        "engine": engine,
-        "output_format": d["output_format"],
-        "run": {"doc_slice_bytes": d["run"]["doc_slice_bytes"]},
-    }
+    keep = {Role.CONTENT} if precision is Precision.INT8 else {Role.CONTENT, Role.FLOAT_ONLY}
+
+    def pick(obj, values: dict, default: Role) -> dict:
+        out = {}
+        for f in dataclasses.fields(obj):
+            role, value = f.metadata.get("role", default), getattr(obj, f.name)
+            if dataclasses.is_dataclass(value):
+                if part := pick(value, values[f.name], role):
+                    out[f.name] = part
+            elif role in keep:
+                out[f.name] = values[f.name]
+        return out
+
+    d = pick(cfg, to_dict(cfg), Role.CONTENT)
+    d["engine"]["precision"] = precision.value  # what `auto` resolved to
+    return d
 
 
 def settings_key(cfg: JobConfig, fingerprint: str) -> str:

@@ -6,8 +6,6 @@ here imports torch: shard workers stay light, and only model actors
 
 from __future__ import annotations
 
-import hashlib
-
 import pyarrow as pa
 import ray
 
@@ -65,12 +63,5 @@ class NeuralBackend:
         counts.add(model)
         return records, counts
 
-    def decode(self, windows, seg_off):
-        return self._call("decode", windows, seg_off)
-
     def maxrss(self) -> int:
         return self._call("maxrss")
-
-
-def checkpoint_digest(data: bytes | None) -> str:
-    return hashlib.sha256(data).hexdigest()[:16] if data else "shipped"

@@ -16,6 +16,7 @@ from dataclasses import asdict, dataclass, field
 import fsspec
 import numpy as np
 
+from coder import stitch_offsets
 from compressor_model.corpus import Document, Reject, ShardError, read_shard
 from compressor_model.records import Counts, DocRecord
 
@@ -120,12 +121,7 @@ class Write(Stage):
 def _concat_records(recs: list[DocRecord]) -> DocRecord:
     """One record from consecutive slices of a document."""
     def stitched(name):
-        parts, base = [np.zeros(1, np.int64)], 0
-        for r in recs:
-            off = getattr(r, name)
-            parts.append(off[1:] + base)
-            base += int(off[-1])
-        return np.concatenate(parts)
+        return stitch_offsets(getattr(r, name) for r in recs)
 
     return DocRecord(
         n_bytes=sum(r.n_bytes for r in recs), seg_off=stitched("seg_off"), win_off=stitched("win_off"),

@@ -11,7 +11,7 @@ import fsspec
 import numpy as np
 import pyarrow.parquet as pq
 
-from coder import CoderConfig, Packed, Windows, unpack
+from coder import CoderConfig, Packed, Windows, stitch_offsets, unpack
 from compressor_model.corpus import Document, read_shard
 from compressor_model.numerics import Precision
 
@@ -99,22 +99,17 @@ def _verify_rows(cfg, task, wanted, service, info, report):
             _tally(report, task, r, raws[i] is not None and got == raws[i])
         return
     coder = CoderConfig(**meta["coder"])
-    seg_offs, codes, counts, win_offs, base = [np.zeros(1, np.int64)], [], [], [np.zeros(1, np.int64)], [0, 0]
+    seg_offs, codes, counts, win_offs = [], [], [], []
     for i in range(table.num_rows):
-        so_ = np.asarray(table.column("seg_offsets")[i].as_py(), np.int64)
+        seg_offs.append(table.column("seg_offsets")[i].as_py())
         sym = np.asarray(table.column("symbols")[i].as_py(), np.uint16)
         sym_off = np.asarray(table.column("seg_symbol_offsets")[i].as_py(), np.int64)
-        wo = np.asarray(table.column("seg_window_offsets")[i].as_py(), np.int64)
-        c, _ = unpack(Packed(sym, sym_off), np.diff(wo), coder)
-        codes.append(c)
+        win_offs.append(np.asarray(table.column("seg_window_offsets")[i].as_py(), np.int64))
+        codes.append(unpack(Packed(sym, sym_off), np.diff(win_offs[-1]), coder)[0])
         counts.append(np.asarray(table.column("window_bytes")[i].as_py(), np.int32))
-        seg_offs.append(so_[1:] + base[0])
-        win_offs.append(wo[1:] + base[1])
-        base[0] += int(so_[-1])
-        base[1] += len(c)
-    seg_off = np.concatenate(seg_offs)
+    seg_off = stitch_offsets(seg_offs)
     win = Windows(np.concatenate(codes) if codes else np.zeros(0, np.uint32),
-                  np.concatenate(counts) if counts else np.zeros(0, np.int32), np.concatenate(win_offs))
+                  np.concatenate(counts) if counts else np.zeros(0, np.int32), stitch_offsets(win_offs))
     data, bad = service.decode(win, seg_off)
     pos = 0
     seg_i = 0

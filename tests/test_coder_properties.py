@@ -7,7 +7,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from coder import CoderConfig, Windows, decode, encode, pack, unpack
+from coder import CoderConfig, Windows, decode, encode, pack, stitch_offsets, unpack
 from coder.constants import ESCAPE_COUNT, PROB_BITS
 from coder.reference import ReferenceCoder, Interval
 from tests.coder_cases import SHAPES, case, ints_for
@@ -145,3 +145,14 @@ def test_kernels_release_the_gil_and_are_cached():
     for k in (kernels.encode_kernel, kernels.decode_kernel, kernels.pack_kernel, kernels.unpack_kernel):
         assert k.targetoptions.get("nogil") is True
         assert k._cache is not None and type(k._cache).__name__ == "FunctionCache"
+
+
+@SETTINGS
+@given(st.lists(st.lists(st.integers(0, 50), max_size=6), max_size=6))
+def test_stitched_offsets_index_the_concatenation(part_lengths):
+    """stitch_offsets (every place that joins records, windows or documents uses it):
+    segment k of part p is element p_start + k of the concatenation."""
+    parts = [np.concatenate([[0], np.cumsum(lens)]).astype(np.int64) for lens in part_lengths]
+    got = stitch_offsets(parts)
+    flat = [n for lens in part_lengths for n in lens]
+    assert got.dtype == np.int64 and got.tolist() == [0, *np.cumsum(flat).tolist()]

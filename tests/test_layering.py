@@ -118,9 +118,24 @@ def test_the_product_does_not_import_the_benchmarks_nor_install_them():
      ["pipeline", "cache", "ray"]),
     ("compressor_model.records, compressor_model.corpus", ["torch", "pipeline", "cache"]),
     ("pipeline.tasks, pipeline.service", ["torch"]),  # shard workers stay light
+    # the job and the read-side commands run without the `analysis` extra
+    ("pipeline.cli, pipeline.job, pipeline.model_service, pipeline.verify, pipeline.export, pipeline.plan",
+     ["matplotlib", "rapidfuzz"]),
 ])
 def test_what_an_import_pulls_in(modules, absent):
     code = (f"import sys, {modules}\n"
             f"print(sorted({{m.split('.')[0] for m in sys.modules}} & set({absent!r})))")
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]", (modules, out.stdout, out.stderr[-2000:])
+
+
+@pytest.mark.parametrize("cmd", [["report", "--output", "unused", "--dest", "unused"],
+                                 ["analyze", "segments", "--input", "unused"]])
+def test_analysis_commands_name_the_extra_they_need(cmd):
+    """Without matplotlib (an image built without `proxycomp[analysis]`), the command says
+    which extra to install, as a user error, before touching anything."""
+    code = ("import sys; sys.modules['matplotlib'] = None\n"
+            f"from pipeline.cli import main; sys.exit(main({cmd!r}))")
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True)
+    assert out.returncode == 2, out.stderr[-2000:]
+    assert "pip install 'proxycomp[analysis]'" in out.stderr and "matplotlib" in out.stderr
