@@ -19,7 +19,7 @@ from compressor_model.config import Thresholds
 from compressor_model.records import Counts
 
 from .calibration import SamplePlan, deal, sample_shard, thresholds, undeal
-from .config import Compressor, JobConfig, content_config, register_secrets
+from .config import Compressor, JobConfig, content_config
 from .errors import JobError
 from .metrics import JobMetrics
 from .model_service import ModelService
@@ -280,7 +280,6 @@ def endpoints() -> dict:
 
 
 def start_actors(cfg: JobConfig) -> ActorContext:
-    register_secrets(cfg)
     started = False
     if not ray.is_initialized():
         address = cfg.run.address or os.environ.get("RAY_ADDRESS") or "local"

@@ -23,7 +23,7 @@ import sys
 
 import yaml
 
-from .config import Compressor, JobConfig, load_config, register_secrets
+from .config import Compressor, JobConfig, load_config
 from .errors import Interrupted, JobError
 from .redact import redact
 
@@ -76,7 +76,7 @@ def _config(a) -> JobConfig:
             overrides.append(f"{key}={json.dumps(v)}")
     if getattr(a, "no_progress", False):
         overrides.append("run.progress=false")
-    return register_secrets(load_config(a.config, overrides))
+    return load_config(a.config, overrides)
 
 
 def _output_config(output: str, so: dict) -> JobConfig:

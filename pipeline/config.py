@@ -94,6 +94,13 @@ class JobConfig:
     output_format: OutputConfig = OutputConfig()
     run: RunConfig = setting(RunConfig(), Role.SCHEDULING)
 
+    def __post_init__(self):
+        register_secrets(self)  # every process that holds a config redacts its credentials
+
+    def __reduce__(self):
+        # Unpickled (a Ray task or actor receives it) through __init__: registered there too.
+        return type(self), tuple(getattr(self, f.name) for f in dataclasses.fields(self))
+
 
 def _convert(tp, value, where: str):
     """Coerce a YAML/CLI value to the annotated type (dataclasses, enums, scalars)."""
@@ -337,7 +344,8 @@ def check_job(cfg: JobConfig) -> None:
 
 
 def register_secrets(cfg: JobConfig) -> JobConfig:
-    """Tell the redactor about this config's credentials (storage options, URL userinfo)."""
+    """Tell the redactor about this config's credentials (storage options, URL userinfo).
+    Every JobConfig does it when it is made or unpickled: no entry point has to."""
     def walk(d):
         for k, v in d.items():
             if isinstance(v, dict):

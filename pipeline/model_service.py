@@ -21,7 +21,7 @@ from compressor_model.engine import NeuralCompressor
 from compressor_model.numerics import device_kind
 from compressor_model.records import Counts
 
-from .config import JobConfig, register_secrets
+from .config import JobConfig
 from .metrics import BusyGauge
 
 
@@ -30,7 +30,6 @@ class ModelService:
     works in the compressor's static device buffers and KV caches."""
 
     def __init__(self, cfg: JobConfig, torch_threads: int = 0, metrics_name: str = ""):
-        register_secrets(cfg)
         self.busy = BusyGauge(metrics_name) if metrics_name else None
         if torch_threads:
             torch.set_num_threads(torch_threads)

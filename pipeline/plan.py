@@ -19,7 +19,6 @@ from .config import (
     absolute_paths,
     from_dict,
     read_yaml,
-    register_secrets,
 )
 from .errors import JobError
 from .markers import MarkerIndex
@@ -43,7 +42,7 @@ def output_config(output: str, storage_options: dict) -> JobConfig:
     data = read_yaml(url, storage_options)
     data["storage_options"] = storage_options
     data["output"] = output
-    return register_secrets(absolute_paths(from_dict(JobConfig, data)))
+    return absolute_paths(from_dict(JobConfig, data))
 
 
 def shard_name(input_root: str, url: str) -> str:

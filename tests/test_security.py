@@ -4,6 +4,7 @@ credentials that never reach logs, outputs or error messages."""
 from __future__ import annotations
 
 import json
+import pickle
 import re
 import subprocess
 import sys
@@ -14,6 +15,7 @@ import pytest
 import torch
 
 from pipeline.cli import main as cli
+from pipeline.config import JobConfig
 from tests.pipeline_fixtures import make_input, tiny_checkpoint
 from tests.procs import env
 
@@ -114,3 +116,17 @@ def test_credentials_never_printed_in_errors(tmp_path, capsys):
     for p in Path(tmp_path).rglob("*"):
         if p.is_file():
             assert SECRET.encode() not in p.read_bytes(), p
+
+
+def test_a_process_that_receives_a_config_redacts_its_credentials():
+    """No entry point has to remember it: a config unpickled in another process (as a
+    Ray task or actor receives it) registers its credentials there."""
+    secret = "plain-secret-value-9f3"  # matches no credential pattern: only registration hides it
+    cfg = JobConfig(input="/in", output="/out", storage_options={"secret": secret, "client_kwargs": {"token": secret}})
+    code = ("import pickle, sys\nfrom pipeline.redact import redact\n"
+            f"before = redact({('failed talking to ' + secret)!r})\n"
+            "pickle.loads(sys.stdin.buffer.read())\n"
+            f"print(before, '|', redact({('failed talking to ' + secret)!r}))")
+    out = subprocess.run([sys.executable, "-c", code], input=pickle.dumps(cfg), capture_output=True, check=True)
+    before, after = out.stdout.decode().strip().split(" | ")
+    assert secret in before and secret not in after and after == "failed talking to ***"
