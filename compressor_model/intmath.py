@@ -3,11 +3,12 @@ torch operations the int8 model is built from.
 
 Every operation here is integer arithmetic whose result is fixed by its inputs: sums
 of integers do not depend on their order, `>>` is a floor, divisions are floor
-divisions. The two batched products of attention run as float GEMMs on integers
-(times one power of two per row) whose every partial sum stays below the float
-format's exact-integer range (2**24 units for float32, 2**53 for float64), so no
-rounding ever happens and the order of summation cannot matter. Hence a result is the same on every CPU, GPU, thread count
-and kernel library: `int_reference` recomputes it in NumPy int64 as the oracle.
+divisions. Where float arithmetic is cheaper (the two batched products of attention,
+the scores, requantization) it runs on integers times powers of two whose every
+product and partial sum stays within the format's exact range (2**24 units for
+float32, 2**53 for float64), so no rounding ever happens and the order of summation
+cannot matter. Hence a result is the same on every CPU, GPU, thread count and kernel
+library: `int_reference` recomputes it in NumPy int64 as the oracle.
 
 Fixed point: the residual stream, LayerNorm outputs and linear outputs hold value *
 2**FRAC; logits and attention scores are base-2 logarithms in 1/2**LOG_FRAC. Clamps

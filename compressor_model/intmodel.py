@@ -168,10 +168,9 @@ class IntByteLM(nn.Module):
             # Causal: queries [a, a + Q) read keys [0, a + Q) only, so the masked upper
             # triangle is mostly never computed (a masked key weighs exactly 0: the
             # same integers either way).
-            y = torch.cat([self.parts["attention"](q[:, :, a:a + Q], k[:, :, :a + Q], v[:, :, :a + Q],
-                                                   visible[:, :, a:a + Q, :a + Q], self.score_mult, self.attn_weights)
-                           for a in range(0, T, Q)], 2)
-            return y
+            return torch.cat([self.parts["attention"](q[:, :, a:a + Q], k[:, :, :a + Q], v[:, :, :a + Q],
+                                                      visible[:, :, a:a + Q, :a + Q], self.score_mult, self.attn_weights)
+                              for a in range(0, T, Q)], 2)
 
         for i in range(self.cfg.n_layer):
             x = self._layer(x, i, B, attend)
