@@ -10,7 +10,7 @@ Steps (each its own process: its own CUDA context, and a crash or a hang loses o
   `--model` (speed does not depend on the weights): bytes/s per GPU for segmentation,
   coding and end to end, model TFLOP/s and MFU, CUDA graphs against eager calls
   (speed-up, identical bits), bf16 against fp32;
-* `cuda-tests`: tests/test_cuda.py and tests/test_device_order.py (its lane-position
+* `cuda-tests`: tests/e2e/test_cuda.py and tests/unit/test_device_order.py (its lane-position
   test runs paper40m shapes with group 4096 on a GPU);
 * `train`: `--train-seconds` of training `--model` on this Python's standard library;
 * `rate`: the engine benchmark with that checkpoint: bytes per symbol, held-out
@@ -38,8 +38,8 @@ import time
 from pathlib import Path
 
 from compressor_model.stdlib import stdlib_files
-from pipeline.output import write_json_atomic
-from pipeline.sample import write_shards
+from pipeline.store.files import write_json_atomic
+from pipeline.commands.demo import write_shards
 
 STEPS = ("engine", "cuda-tests", "train", "rate", "pipeline")
 LOG_TAIL = 4000  # characters of a step's log in its JSON
@@ -159,8 +159,8 @@ def main(argv=None) -> int:
             engine["mfu"] = engine["model_tflops_per_s"] / engine["peak_tflops"]
             write_json_atomic(str(out / "engine.json"), {**runner.results["engine"], "result": engine})
     if "cuda-tests" in steps:
-        runner.run("cuda-tests", ["-m", "pytest", "-q", "-p", "no:cacheprovider", "tests/test_cuda.py",
-                               "tests/test_device_order.py"], parse=pytest_counts)
+        runner.run("cuda-tests", ["-m", "pytest", "-q", "-p", "no:cacheprovider", "tests/e2e/test_cuda.py",
+                               "tests/unit/test_device_order.py"], parse=pytest_counts)
 
     ckpt = a.checkpoint or str(work / "model" / "model.pt")
     if "train" in steps and not a.checkpoint:

@@ -27,10 +27,10 @@ from compressor_model.engine import NeuralCompressor
 from compressor_model.numerics import describe_machine
 from compressor_model.stdlib import stdlib_files, take_bytes
 from pipeline.config import JobConfig, load_config
-from pipeline.job import calibrate_job, run_job
-from pipeline.model_service import read_checkpoint
-from pipeline.output import read_json
-from pipeline.sample import write_shards
+from pipeline.job.driver import calibrate_job, run_job
+from pipeline.backends.model_actor import read_checkpoint
+from pipeline.store.files import read_json
+from pipeline.commands.demo import write_shards
 
 
 def _config(inp: str, out: str, extra: list[str]) -> JobConfig:

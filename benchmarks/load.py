@@ -23,10 +23,10 @@ import torch
 
 from compressor_model.model import CONFIGS, ByteLM
 from compressor_model.stdlib import stdlib_files
-from pipeline.actors import init_local_ray
+from pipeline.job.cluster import init_local_ray
 from pipeline.config import load_config
-from pipeline.job import run_job
-from pipeline.output import read_json
+from pipeline.job.driver import run_job
+from pipeline.store.files import read_json
 
 
 def _job(inp: str, out: str, *extra: str):
@@ -83,7 +83,7 @@ def memory(tmp: str, name: str, lines: list[str], bound: int) -> dict:
         torch.save(ByteLM(CONFIGS["tiny"]).to_checkpoint(), ckpt)
     out = os.path.join(tmp, f"out-{name}")
     cfg = _job(d, out, f"model.checkpoint={json.dumps(ckpt)}", "engine.lanes=4096", "engine.group=2048",
-               "segment.call_positions=65536", f"run.worker_memory_bytes={bound}", "run.calibration_bytes=2000000",
+               "segment.call_positions=65536", f"run.worker_memory_bytes={bound}", "calibration.bytes=2000000",
                "run.torch_threads=2")
     s, wall = _run(cfg)
     stats = read_json(os.path.join(out, "_stats", f"{name}.json"))

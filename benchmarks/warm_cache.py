@@ -23,8 +23,8 @@ import ray
 from compressor_model.numerics import describe_machine
 from compressor_model.stdlib import stdlib_files, take_bytes
 from pipeline.config import load_config
-from pipeline.job import calibrate_job, run_job
-from pipeline.sample import write_shards
+from pipeline.job.driver import calibrate_job, run_job
+from pipeline.commands.demo import write_shards
 
 
 def _digests(out: str) -> dict:

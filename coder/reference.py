@@ -63,12 +63,13 @@ def _symbol_at(cur: Interval, row: list[int], value: int) -> tuple[int, int, int
     raise AssertionError("unreachable: the row sums to PROB_TOTAL")
 
 
-def window_loop(segment: bytes, next_freq, window_bits: int, max_window_bytes: int = 0) -> tuple[list[int], list[int]]:
-    """Equal-information windows of one segment, from the definition. next_freq(prev, n)
-    is the frequency row (256 ints) for the n-th byte of a window, prev the byte before
-    it (None for the first: the model sees BOS alone). A window closes before the byte
-    that would leave no W-bit code point inside the interval; a byte that fits no window
-    at all is escaped (code: the raw byte, count ESCAPE_COUNT)."""
+def windows(segment: bytes, interval, window_bits: int, max_window_bytes: int = 0) -> tuple[list[int], list[int]]:
+    """Equal-information windows of one segment, from the definition: the one window
+    loop (the model-driven and the fixed-probability oracles below both use it).
+    interval(pos, n) is (cum, freq) of segment[pos] coded as the n-th byte of its window.
+    A window closes before the byte that would leave no W-bit code point inside the
+    interval; a byte that fits no window at all is escaped (code: the raw byte, count
+    ESCAPE_COUNT)."""
     codes: list[int] = []
     counts: list[int] = []
     limit = max_window_bytes or len(segment) + 1
@@ -76,9 +77,7 @@ def window_loop(segment: bytes, next_freq, window_bits: int, max_window_bytes: i
     while i < len(segment):
         cur, n = Interval(window_bits), 0
         while i + n < len(segment) and n < limit:
-            row = next_freq(segment[i + n - 1] if n else None, n)
-            byte = segment[i + n]
-            nxt = cur.narrowed(sum(row[:byte]), row[byte])
+            nxt = cur.narrowed(*interval(i + n, n))
             if nxt.code() is None:
                 break
             cur, n = nxt, n + 1
@@ -93,39 +92,27 @@ def window_loop(segment: bytes, next_freq, window_bits: int, max_window_bytes: i
     return codes, counts
 
 
+def window_loop(segment: bytes, next_freq, window_bits: int, max_window_bytes: int = 0) -> tuple[list[int], list[int]]:
+    """Windows of one segment under a model that resets at every window: next_freq(prev, n)
+    is the frequency row (256 ints) for the n-th byte of a window, prev the byte before
+    it (None for the first: the model sees BOS alone)."""
+    def interval(pos: int, n: int) -> tuple[int, int]:
+        row = next_freq(segment[pos - 1] if n else None, n)
+        byte = segment[pos]
+        return sum(row[:byte]), row[byte]
+
+    return windows(segment, interval, window_bits, max_window_bytes)
+
+
 @dataclass
 class ReferenceCoder:
     window_bits: int = 16
     max_window_bytes: int = 0  # 0: no limit
 
     def encode_segment(self, data: bytes, cum: list[int], freq: list[int]) -> tuple[list[int], list[int]]:
-        """Codes and byte counts of the windows of one segment."""
+        """Codes and byte counts of the windows of one segment, each byte's interval given."""
         assert len(data) == len(cum) == len(freq)
-        codes: list[int] = []
-        counts: list[int] = []
-        limit = self.max_window_bytes or len(data) + 1
-        i = 0
-        while i < len(data):
-            cur = Interval(self.window_bits)
-            n = 0
-            while i + n < len(data) and n < limit:
-                nxt = cur.narrowed(cum[i + n], freq[i + n])
-                if nxt.code() is None:
-                    break
-                cur = nxt
-                n += 1
-            if n == 0:  # does not fit an empty window: escape to the raw byte
-                assert self.window_bits >= 8
-                codes.append(data[i])
-                counts.append(ESCAPE_COUNT)
-                i += 1
-                continue
-            code = cur.code()
-            assert code is not None
-            codes.append(code)
-            counts.append(n)
-            i += n
-        return codes, counts
+        return windows(data, lambda pos, n: (cum[pos], freq[pos]), self.window_bits, self.max_window_bytes)
 
     def decode_segment(self, freq_rows: list[list[int]], codes: list[int], counts: list[int]) -> bytes:
         """Bytes of one segment from its windows and each position's frequencies."""

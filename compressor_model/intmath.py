@@ -13,7 +13,7 @@ library: `int_reference` recomputes it in NumPy int64 as the oracle.
 Fixed point: the residual stream, LayerNorm outputs and linear outputs hold value *
 2**FRAC; logits and attention scores are base-2 logarithms in 1/2**LOG_FRAC. Clamps
 (RES_LIMIT, ACT_LIMIT) bound every intermediate; the bounds each product relies on
-are written beside it and checked with the paper40m shapes in tests/test_intmodel.py.
+are written beside it and checked with the paper40m shapes in tests/unit/test_intmodel.py.
 """
 
 from __future__ import annotations

@@ -14,7 +14,7 @@ tests plug in a layer that defers copies and poisons buffers in flight
 (tests/device_fakes.py), so the host's ordering is checked on a CPU too.
 
 A graph replays the very kernels the eager call ran, so results are bit-identical
-(tests/test_cuda.py checks it where CUDA exists). A capture that fails is not fatal:
+(tests/e2e/test_cuda.py checks it where CUDA exists). A capture that fails is not fatal:
 that call runs eagerly from then on, with one warning.
 """
 

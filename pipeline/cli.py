@@ -23,10 +23,11 @@ import sys
 
 import yaml
 
-from .config import Compressor, JobConfig, load_config
-from .errors import Interrupted, JobError
+from .config import Compressor, JobConfig, SampleSpec, load_config
+from .errors import InternalError, Interrupted, JobError, SettingsError
 from .redact import redact
 
+EXIT_INTERNAL = 70  # EX_SOFTWARE: a bug in proxycomp (the message says so)
 ANALYSIS_EXTRA = ("matplotlib", "rapidfuzz")  # `proxycomp[analysis]`: pictures, edit distances
 
 
@@ -35,7 +36,7 @@ def _storage_options(pairs: list[str]) -> dict:
     for p in pairs or []:
         k, sep, v = p.partition("=")
         if not sep or not k:
-            raise ValueError(f"--storage-option {p!r}: expected KEY=VALUE")
+            raise SettingsError(f"--storage-option {p!r}: expected KEY=VALUE")
         try:
             out[k] = yaml.safe_load(v)
         except yaml.YAMLError:
@@ -80,13 +81,13 @@ def _config(a) -> JobConfig:
 
 
 def _output_config(output: str, so: dict) -> JobConfig:
-    from .plan import output_config
+    from .job.plan import output_config
 
     return output_config(output, so)
 
 
 def cmd_run(a) -> int:
-    from .job import run_job
+    from .job.driver import run_job
 
     cfg = _config(a)
     summary = run_job(cfg, [s for s in (a.shards or "").split(",") if s] or None, a.force, log=_log)
@@ -95,7 +96,7 @@ def cmd_run(a) -> int:
 
 
 def cmd_calibrate(a) -> int:
-    from .job import calibrate_job
+    from .job.driver import calibrate_job
 
     th = calibrate_job(_config(a), log=_log)
     print(th.to_json())
@@ -103,7 +104,7 @@ def cmd_calibrate(a) -> int:
 
 
 def cmd_status(a) -> int:
-    from .plan import shard_status
+    from .job.plan import shard_status
 
     cfg = _output_config(a.output, _storage_options(a.storage_option))
     st = shard_status(cfg)
@@ -120,7 +121,7 @@ def cmd_status(a) -> int:
 
 
 def cmd_verify(a) -> int:
-    from .verify import verify_output
+    from .commands.verify import verify_output
 
     cfg = _output_config(a.output, _storage_options(a.storage_option))
     rep = verify_output(cfg, a.sample, a.seed, log=_log)
@@ -137,10 +138,11 @@ def cmd_verify(a) -> int:
 
 def cmd_demo(a) -> int:
     """Everything on an embedded default: stdlib sample -> run (local Ray) -> verify."""
-    from .job import run_job
     from compressor_model.stdlib import stdlib_files, take_bytes
-    from .sample import write_shards
-    from .verify import verify_output
+
+    from .commands.demo import write_shards
+    from .commands.verify import verify_output
+    from .job.driver import run_job
 
     inp, out = os.path.join(a.output, "input"), os.path.join(a.output, "output")
     files = take_bytes(stdlib_files("heldout"), a.max_bytes)
@@ -159,7 +161,7 @@ def cmd_demo(a) -> int:
 
 
 def cmd_export(a) -> int:
-    from .export import LinguaExport, export_lingua
+    from .commands.export import LinguaExport, export_lingua
 
     cfg = _output_config(a.output, _storage_options(a.storage_option))
     spec = LinguaExport(a.dest, chunks=a.chunks, seed=a.seed, name=a.name, key=a.key, pack=a.pack)
@@ -168,17 +170,16 @@ def cmd_export(a) -> int:
 
 
 def cmd_train_tokenizer(a) -> int:
-    from .compressors import train_tokenizer
-    from .calibration import sample_in_process
-    from .plan import plan_tasks
-
-    so = _storage_options(a.storage_option)
-    cfg = load_config(None, [f"input={json.dumps(a.input)}", "output=\"unused\"", f"run.calibration_bytes={a.max_bytes}",
-                             f"run.calibration_doc_bytes={a.max_bytes}", f"storage_options={json.dumps(so)}"])
-    texts = [d.decode("utf-8", errors="replace") for d in sample_in_process(plan_tasks(cfg), cfg)[1]]
-    tok = train_tokenizer(texts, a.vocab_size)
     import fsspec
 
+    from .backends.whole_document import train_tokenizer
+    from .job.calibration import sample_in_process
+    from .job.plan import plan_input
+
+    so = _storage_options(a.storage_option)
+    spec = SampleSpec(bytes=a.max_bytes, doc_bytes=a.max_bytes)
+    texts = [d.decode("utf-8", errors="replace") for d in sample_in_process(plan_input(a.input, so), spec, storage_options=so)[1]]
+    tok = train_tokenizer(texts, a.vocab_size)
     with fsspec.open(a.output, "w", **so) as f:
         f.write(tok.to_str())
     print(json.dumps({"vocab_size": tok.get_vocab_size(), "trained_on_bytes": sum(len(t.encode()) for t in texts),
@@ -190,13 +191,13 @@ def _analysis_modules(cmd: str):
     """analysis, plots and report: they need the `analysis` extra, which a worker image
     need not carry (`proxycomp run` does without it)."""
     try:
-        from . import analysis, plots, report
+        from .analysis import analyses, plots, report
     except ImportError as e:
         if (e.name or "").split(".")[0] in ANALYSIS_EXTRA:
             raise JobError(f"proxycomp {cmd} needs the analysis extra ({e.name} is not installed): "
                            "pip install 'proxycomp[analysis]'") from e
         raise
-    return analysis, plots, report
+    return analyses, plots, report
 
 
 def cmd_analyze(a) -> int:
@@ -349,9 +350,16 @@ def main(argv=None) -> int:
     a = build_parser().parse_args(argv)
     try:
         return a.fn(a)
-    except (JobError, ValueError) as e:
+    except JobError as e:
         print(f"proxycomp: error: {redact(str(e))}", file=sys.stderr)
         return 2
+    except ValueError as e:  # a library's argument check: ours to fix when it is the coder's
+        if not _raised_in(e, "coder"):
+            print(f"proxycomp: error: {redact(str(e))}", file=sys.stderr)
+            return 2
+        return _internal(InternalError(f"{type(e).__name__} from the coder: {e}"))
+    except InternalError as e:
+        return _internal(e)
     except OSError as e:  # storage: permissions, a full disk, a path that is a file
         print(f"proxycomp: error: {redact(type(e).__name__ + ': ' + str(e))}", file=sys.stderr)
         return 2
@@ -372,6 +380,25 @@ def main(argv=None) -> int:
 
             print(redact(traceback.format_exc()), file=sys.stderr)
         return 1
+
+
+def _raised_in(e: BaseException, package: str) -> bool:
+    """Whether the innermost frame of e's traceback is in this package's code. The coder
+    only ever gets arrays the pipeline made: its argument checks failing is our bug."""
+    tb = e.__traceback__
+    while tb is not None and tb.tb_next is not None:
+        tb = tb.tb_next
+    return tb is not None and tb.tb_frame.f_globals.get("__name__", "").split(".")[0] == package
+
+
+def _internal(e: BaseException) -> int:
+    text = str(e) if isinstance(e, InternalError) else str(InternalError(str(e)))
+    print(f"proxycomp: {redact(text)}", file=sys.stderr)
+    if os.environ.get("PROXYCOMP_DEBUG"):
+        import traceback
+
+        print(redact(traceback.format_exc()), file=sys.stderr)
+    return EXIT_INTERNAL
 
 
 if __name__ == "__main__":

@@ -24,15 +24,21 @@ from cache.config import CacheConfig
 from compressor_model.config import EngineConfig, Precision, Role, SegmentConfig, setting
 from compressor_model.corpus import ReaderConfig
 
+from .errors import SettingsError
 from .redact import register
 
 
 class Compressor(enum.Enum):
-    """Which proxy compressor makes the symbols (registry: pipeline.compressors)."""
+    """Which proxy compressor makes the symbols (pipeline.backends.registry)."""
 
     NEURAL = "neural"
     TOKENIZER = "tokenizer"
     GZIP = "gzip"
+
+    @property
+    def needs_model(self) -> bool:
+        """Runs in model actors, with entropy thresholds and numerics (else inside the shard tasks)."""
+        return self is Compressor.NEURAL
 
 
 @dataclass(frozen=True)
@@ -71,14 +77,21 @@ class RunConfig:  # scheduling (its JobConfig field says so), but for doc_slice_
     worker_memory_bytes: int = 4 << 30  # a shard worker above this RSS fails its shard with a clear reason
     max_retries: int = 2  # per shard, on worker, actor or storage failure
     retry_backoff_s: float = 2.0  # a retry starts this many seconds x its attempt later (at most 5x)
-    calibration_bytes: int = 1 << 20  # sample size for the segmentation thresholds (pipeline.calibration)
-    calibration_shards: int = 64  # ... from up to this many shards, chosen by hash, an equal share each
-    calibration_doc_bytes: int = 16 << 10  # ... each document cut to this
-    calibration_scan_bytes: int = 64 << 20  # ... reading at most this much of a shard
-    calibration_local_bytes: int = 16 << 20  # ... in the driver when the chosen shards hold less, else in tasks
     progress: bool = True
     metrics: bool = True  # Ray metrics (pipeline.metrics); a local cluster then serves its dashboard on loopback
     dashboard_port: int = 8265  # the local cluster's dashboard (127.0.0.1 only)
+
+
+@dataclass(frozen=True)
+class SampleSpec:
+    """A sample spread over an input by hashing (pipeline.job.calibration): what the
+    segmentation thresholds are calibrated on, what analyses and tokenizer training read."""
+
+    bytes: int = 1 << 20  # sample size
+    shards: int = 64  # ... from up to this many shards, chosen by hash, an equal share each
+    doc_bytes: int = 16 << 10  # ... each document cut to this
+    scan_bytes: int = 64 << 20  # ... reading at most this much of a shard
+    local_bytes: int = 16 << 20  # ... in the driver when the chosen shards hold less, else in tasks
 
 
 @dataclass(frozen=True)
@@ -93,6 +106,9 @@ class JobConfig:
     cache: CacheConfig = setting(CacheConfig(), Role.SCHEDULING)
     output_format: OutputConfig = OutputConfig()
     run: RunConfig = setting(RunConfig(), Role.SCHEDULING)
+    # The thresholds it gives are stamped into every shard (and checked); which sample
+    # gave them is not part of a shard's content.
+    calibration: SampleSpec = setting(SampleSpec(), Role.SCHEDULING)
 
     def __post_init__(self):
         register_secrets(self)  # every process that holds a config redacts its credentials
@@ -108,7 +124,7 @@ def _convert(tp, value, where: str):
         if isinstance(value, tp):
             return value
         if not isinstance(value, dict):
-            raise ValueError(f"{where}: expected a mapping, got {value!r}")
+            raise SettingsError(f"{where}: expected a mapping, got {value!r}")
         return from_dict(tp, value, where)
     origin = typing.get_origin(tp)
     if origin in (typing.Union, types.UnionType):
@@ -118,17 +134,17 @@ def _convert(tp, value, where: str):
         try:
             return value if isinstance(value, tp) else tp(value)
         except ValueError:
-            raise ValueError(f"{where}: {value!r} is not one of {[e.value for e in tp]}") from None
+            raise SettingsError(f"{where}: {value!r} is not one of {[e.value for e in tp]}") from None
     if tp is bool:
         if isinstance(value, str):
             if value.lower() in ("true", "1", "yes", "on"):
                 return True
             if value.lower() in ("false", "0", "no", "off"):
                 return False
-            raise ValueError(f"{where}: {value!r} is not a boolean")
+            raise SettingsError(f"{where}: {value!r} is not a boolean")
         if isinstance(value, (bool, int)) and value in (0, 1):
             return bool(value)
-        raise ValueError(f"{where}: {value!r} is not a boolean")
+        raise SettingsError(f"{where}: {value!r} is not a boolean")
     if tp is int:
         return _integer(value, where)
     if tp is float:
@@ -137,14 +153,14 @@ def _convert(tp, value, where: str):
                 return float(value)
         except ValueError:
             pass
-        raise ValueError(f"{where}: {value!r} is not a number")
+        raise SettingsError(f"{where}: {value!r} is not a number")
     if tp is str:
         if isinstance(value, (dict, list)):
-            raise ValueError(f"{where}: expected text, got {value!r}")
+            raise SettingsError(f"{where}: expected text, got {value!r}")
         return str(value)
     if origin is dict or tp is dict:
         if not isinstance(value, dict):
-            raise ValueError(f"{where}: expected a mapping")
+            raise SettingsError(f"{where}: expected a mapping")
         return dict(value)
     return value
 
@@ -165,15 +181,31 @@ def _integer(value, where: str) -> int:
                 number = None
     if isinstance(number, float) and number.is_integer() and abs(number) < 2**53:
         return int(number)
-    raise ValueError(f"{where}: {value!r} is not an integer")
+    raise SettingsError(f"{where}: {value!r} is not an integer")
+
+
+# Settings that moved: (old section, old field) -> (new section, new field). Configs
+# written by earlier versions (an output's config.yaml, a user's YAML) still load.
+MOVED = {("run", f"calibration_{k}"): ("calibration", k) for k in ("bytes", "shards", "doc_bytes", "scan_bytes", "local_bytes")}
+
+
+def _upgrade(data: dict) -> dict:
+    data = {k: dict(v) if isinstance(v, dict) else v for k, v in data.items()}
+    for (old_section, old), (new_section, new) in MOVED.items():
+        if isinstance(data.get(old_section), dict) and old in data[old_section]:
+            data.setdefault(new_section, {})
+            data[new_section].setdefault(new, data[old_section].pop(old))
+    return data
 
 
 def from_dict(cls, data: dict, where: str = ""):
+    if cls is JobConfig:
+        data = _upgrade(data)
     hints = typing.get_type_hints(cls)
     names = {f.name for f in dataclasses.fields(cls)}
     unknown = set(data) - names
     if unknown:
-        raise ValueError(f"{where or cls.__name__}: unknown field(s) {sorted(unknown)}; known: {sorted(names)}")
+        raise SettingsError(f"{where or cls.__name__}: unknown field(s) {sorted(unknown)}; known: {sorted(names)}")
     kwargs = {k: _convert(hints[k], v, f"{where}.{k}" if where else k) for k, v in data.items()}
     return cls(**kwargs)
 
@@ -193,18 +225,18 @@ def to_dict(obj) -> dict:
 def apply_override(data: dict, dotted: str) -> None:
     """`a.b.c=value` into a nested dict; the value is parsed as YAML (so 3, true, x)."""
     if "=" not in dotted:
-        raise ValueError(f"override {dotted!r}: expected section.field=value")
+        raise SettingsError(f"override {dotted!r}: expected section.field=value")
     key, raw = dotted.split("=", 1)
     parts = key.strip().split(".")
     node = data
     for p in parts[:-1]:
         node = node.setdefault(p, {})
         if not isinstance(node, dict):
-            raise ValueError(f"override {dotted!r}: {p} is not a section")
+            raise SettingsError(f"override {dotted!r}: {p} is not a section")
     try:
         node[parts[-1]] = yaml.safe_load(raw)
     except yaml.YAMLError as e:
-        raise ValueError(f"override {dotted!r}: the value is not valid YAML ({_yaml_problem(e)})") from None
+        raise SettingsError(f"override {dotted!r}: the value is not valid YAML ({_yaml_problem(e)})") from None
 
 
 def _yaml_problem(e: yaml.YAMLError) -> str:
@@ -220,15 +252,15 @@ def read_yaml(url: str, storage_options: dict | None = None) -> dict:
         with fsspec.open(url, "r", **(storage_options or {})) as f:
             data = yaml.safe_load(f)
     except FileNotFoundError:
-        raise ValueError(f"{url}: no such file") from None
+        raise SettingsError(f"{url}: no such file") from None
     except IsADirectoryError:
-        raise ValueError(f"{url}: is a directory, not a YAML file") from None
+        raise SettingsError(f"{url}: is a directory, not a YAML file") from None
     except yaml.YAMLError as e:
-        raise ValueError(f"{url}: not valid YAML: {_yaml_problem(e)}") from None
+        raise SettingsError(f"{url}: not valid YAML: {_yaml_problem(e)}") from None
     if data is None:
         return {}
     if not isinstance(data, dict):
-        raise ValueError(f"{url}: expected a YAML mapping of settings, got a {type(data).__name__}")
+        raise SettingsError(f"{url}: expected a YAML mapping of settings, got a {type(data).__name__}")
     return data
 
 
@@ -321,26 +353,26 @@ _POSITIVE = [("engine", "lanes"), ("engine", "group"), ("engine", "max_window_by
 def check_job(cfg: JobConfig) -> None:
     """What can be wrong with a run's settings, found before Ray starts (ValueError)."""
     if not cfg.input:
-        raise ValueError("no input: pass --input URL or set `input:` in the --config file")
+        raise SettingsError("no input: pass --input URL or set `input:` in the --config file")
     if not cfg.output:
-        raise ValueError("no output: pass --output URL or set `output:` in the --config file")
+        raise SettingsError("no output: pass --output URL or set `output:` in the --config file")
     for section, name in _POSITIVE:
         value = getattr(getattr(cfg, section), name)
         if value < 1:
-            raise ValueError(f"{section}.{name} must be at least 1, got {value}")
+            raise SettingsError(f"{section}.{name} must be at least 1, got {value}")
     for section, name in (("run", "max_retries"), ("run", "shard_cpus"), ("run", "gpus_per_actor"),
                           ("run", "cpus_per_actor"), ("run", "torch_threads"), ("engine", "lane_sets")):
         value = getattr(getattr(cfg, section), name)
         if value < 0:
-            raise ValueError(f"{section}.{name} must not be negative, got {value}")
+            raise SettingsError(f"{section}.{name} must not be negative, got {value}")
     e = cfg.engine
     if e.lanes % (e.group * max(1, e.lane_sets)):
-        raise ValueError(f"engine.lanes ({e.lanes}) must be a multiple of engine.group ({e.group})"
+        raise SettingsError(f"engine.lanes ({e.lanes}) must be a multiple of engine.group ({e.group})"
                          + (f" x engine.lane_sets ({e.lane_sets})" if e.lane_sets else ""))
     try:
         e.coder
     except ValueError as err:
-        raise ValueError(f"engine: {err}") from None
+        raise SettingsError(f"engine: {err}") from None
 
 
 def register_secrets(cfg: JobConfig) -> JobConfig:

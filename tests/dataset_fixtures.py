@@ -5,14 +5,14 @@ from __future__ import annotations
 import numpy as np
 import pyarrow.parquet as pq
 
-from pipeline.output import OutRow, file_metadata, rows_to_table, schema
+from pipeline.store.parquet import OutputMeta, OutRow, rows_to_table, schema
 
 
 def synthetic_output(root, files: int = 3, groups: int = 4, docs_per_group: int = 25, seed: int = 0) -> list[str]:
     rng = np.random.default_rng(seed)
     paths = []
     root.mkdir(parents=True, exist_ok=True)
-    sch = schema().with_metadata(file_metadata({"compressor": "neural", "n_symbols": 65536, "namespace": "synthetic"}))
+    sch = schema().with_metadata(OutputMeta("neural", namespace="synthetic", fingerprint="", numerics="", n_symbols=65536).key_value())
     k = 0
     for f in range(files):
         path = root / f"part-{f:05d}.parquet"

@@ -1,4 +1,4 @@
-"""One process's view of the numerics, for tests/test_numerics_anywhere.py: run under
+"""One process's view of the numerics, for tests/e2e/test_numerics_anywhere.py: run under
 kernel-switching environment variables (set before torch starts), it compresses a
 fixed piece of real code with the shipped model and prints a digest of everything an
 output holds (symbols, segment offsets, window byte counts, thresholds) for int8 in

@@ -10,7 +10,7 @@ import torch
 
 from compressor_model.stdlib import stdlib_files, take_bytes
 from pipeline.config import load_config
-from pipeline.sample import write_shards
+from pipeline.commands.demo import write_shards
 from tests.engine_fixtures import tiny_model
 
 
@@ -26,7 +26,8 @@ def make_input(root: Path, n_shards: int = 3, max_bytes: int = 24_000, fmt: str 
 
 # Small, fast settings for tests on 2 cores (as a user's YAML file would hold them).
 FAST = {"run": {"address": "local", "progress": False, "torch_threads": 1, "batch_bytes": 8000, "shard_workers": 2,
-                "calibration_bytes": 20000, "metrics": False},
+                "metrics": False},
+        "calibration": {"bytes": 20000},
         "engine": {"lanes": 64, "group": 32, "compile": False}, "segment": {"call_positions": 512}, "cache": {"shards": 2}}
 
 

@@ -1,0 +1,1 @@
+"""Fast tests: one process, no Ray cluster, no servers."""
