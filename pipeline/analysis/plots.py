@@ -10,6 +10,7 @@ matplotlib.use("Agg")  # before pyplot: no display, no window server, same pixel
 
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
+from matplotlib.ticker import MaxNLocator  # noqa: E402
 
 COLORS = {"neural": "#1f77b4", "tokenizer": "#2ca02c", "gzip": "#d62728", "ours": "#1f77b4", "paper": "#aaaaaa"}
 
@@ -20,6 +21,11 @@ def png(fig) -> bytes:
     fig.savefig(buf, format="png", dpi=110, metadata={"Software": None})  # no version stamp: same bytes per input
     plt.close(fig)
     return buf.getvalue()
+
+
+def counts_axis(ax) -> None:
+    """A y axis of counts: whole-number ticks only."""
+    ax.yaxis.set_major_locator(MaxNLocator(integer=True))
 
 
 def label(row: dict) -> str:
@@ -58,6 +64,7 @@ def collisions(result: dict) -> bytes:
     share = result["lcp_ratio_above_0_8"]
     ax.set_xlabel("LCP ratio (shared prefix / mean chunk length)")
     ax.set_ylabel("collision clusters")
+    counts_axis(ax)
     ax.set_title(f"Collisions: {result['collision_clusters']} clusters, "
                  f"{share:.0%} above 0.8 (paper: >90%)" if share is not None else "Collisions: none")
     return png(fig)
@@ -74,6 +81,7 @@ def segments(result: dict) -> bytes:
         ax.bar(edges[:-1], counts, width=np.diff(edges), align="edge", color=COLORS["neural"])
         ax.set_xlabel(xlabel)
         ax.set_ylabel("count")
+        counts_axis(ax)
     th = result["thresholds"]
     axes[1, 1].axvline(th["theta_abs"], color="r", linestyle="--", label=f"θ_abs {th['theta_abs']:.2f}")
     axes[1, 1].axvline(th["theta_jump"], color="k", linestyle=":", label=f"θ_jump {th['theta_jump']:.2f} (a rise)")

@@ -10,6 +10,7 @@ import base64
 import html
 import json
 import os
+import re
 import time
 from dataclasses import replace
 
@@ -21,7 +22,7 @@ from ..redact import redact
 from ..store.layout import Marker, OutputLayout
 from ..store.markers import MarkerIndex
 from .analyses import Analysis, AnalysisConfig, analyze, compressor, sample
-from .plots import COLORS, PLOTS, plt, png
+from .plots import COLORS, PLOTS, counts_axis, plt, png
 
 
 def analysis_table(kind: str, r: dict) -> tuple[list[str], list[list[str]], str]:
@@ -120,6 +121,7 @@ def shard_plots(g: dict) -> dict[str, bytes]:
         ax.hist(rates, bins=min(40, max(5, len(rates))), color=COLORS["neural"])
         ax.set_xlabel("raw bytes per symbol, per shard")
         ax.set_ylabel("shards")
+        counts_axis(ax)
         ax.set_title(f"Compression rate of {len(rates)} shards")
         out["shard_rates"] = png(fig)
     done = sorted((s["finished_at"], s["bytes_in"]) for s in g["shards"] if s["finished_at"] is not None)
@@ -148,16 +150,20 @@ def _cell(v) -> str:
     return str(v) if v is not None else ""
 
 
-def _html_table(cols: list[str], rows: list[list[str]], text_cols: tuple[int, ...] = (0,)) -> str:
+def _numeric(text: str) -> bool:
+    return bool(re.fullmatch(r"[-+]?[\d,]*\.?\d+%?", text.strip()))
+
+
+def _html_table(cols: list[str], rows: list[list[str]]) -> str:
+    """Numbers right-aligned (digits line up), words left."""
     head = "".join(f"<th>{html.escape(c.replace('_', ' '))}</th>" for c in cols)
-    body = "".join("<tr>" + "".join(f"<td class='{'t' if k in text_cols else 'n'}'>{html.escape(v)}</td>"
-                                    for k, v in enumerate(row)) + "</tr>" for row in rows)
+    body = "".join("<tr>" + "".join(f"<td class='{'n' if _numeric(v) else 't'}'>{html.escape(v)}</td>" for v in row)
+                   + "</tr>" for row in rows)
     return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
 
 
-def _table(rows: list[dict], cols: list[str], text: tuple[str, ...] = ("name", "shard", "file", "reason", "id")) -> str:
-    return _html_table(cols, [[_cell(r.get(c)) for c in cols] for r in rows],
-                       tuple(k for k, c in enumerate(cols) if c in text))
+def _table(rows: list[dict], cols: list[str]) -> str:
+    return _html_table(cols, [[_cell(r.get(c)) for c in cols] for r in rows])
 
 
 def _img(png: bytes, alt: str) -> str:
@@ -177,7 +183,7 @@ def _thresholds(th: dict | None) -> str:
     if not th:
         return "<p>None (this output's segmenter needs none, or no run has calibrated yet).</p>"
     rows = [{"setting": k.replace("_", " "), "value": ", ".join(v) if isinstance(v, list) else v} for k, v in th.items()]
-    return _table(rows, ["setting", "value"], text=("setting", "value"))
+    return _table(rows, ["setting", "value"])
 
 
 def render(g: dict, figures: dict[str, bytes], analyses: dict[str, dict]) -> str:
