@@ -31,6 +31,7 @@ from pipeline.job.driver import calibrate_job, run_job
 from pipeline.backends.model_actor import read_checkpoint
 from pipeline.store.files import read_json
 from pipeline.commands.demo import write_shards
+from pipeline.job.cluster import init_local_ray
 
 
 def _config(inp: str, out: str, extra: list[str]) -> JobConfig:
@@ -68,7 +69,7 @@ def run(workers: list[int], max_bytes: int, shards: int, split: str, extra: list
            **describe_machine(), "runs": {}}
     thresholds = os.path.join(tmp, "thresholds.json")
     t = time.perf_counter()
-    ray.init(address="local", include_dashboard=False, logging_level="ERROR")  # one cluster: jobs start their own actors
+    init_local_ray(logging_level="ERROR")  # one cluster: jobs start their own actors
     out["ray_start_s"] = time.perf_counter() - t
     try:
         # Calibrate once, outside the timed runs; every run then segments identically.

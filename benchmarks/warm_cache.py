@@ -25,6 +25,7 @@ from compressor_model.stdlib import stdlib_files, take_bytes
 from pipeline.config import load_config
 from pipeline.job.driver import calibrate_job, run_job
 from pipeline.commands.demo import write_shards
+from pipeline.job.cluster import init_local_ray
 
 
 def _digests(out: str) -> dict:
@@ -51,7 +52,7 @@ def main(argv=None) -> int:
                                       "run.progress=false", "run.metrics=false", *extra])
 
         def job(c, calibrate: bool = False):
-            ray.init(address="local", include_dashboard=False, logging_level="ERROR")
+            init_local_ray(logging_level="ERROR")
             try:
                 if calibrate:
                     calibrate_job(c, log=lambda m: None)

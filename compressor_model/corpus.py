@@ -253,15 +253,29 @@ def _describe(e: BaseException) -> str:
     return f"{type(e).__name__}: {e}"
 
 
-def list_shards(url: str, storage_options: dict | None = None, sizes: bool = False):
+def listing_tag(info: dict) -> str:
+    """What changes when a file is rewritten, from its listing entry alone: its ETag (or
+    MD5) where the store keeps one, its size and its modification time."""
+    etag = info.get("ETag") or info.get("etag") or info.get("md5Hash") or ""
+    when = info.get("mtime") or info.get("LastModified") or info.get("updated") or info.get("created") or ""
+    return f"{etag}|{info.get('size')}|{when}"
+
+
+def list_shards(url: str, storage_options: dict | None = None, sizes: bool = False, tags: bool = False):
     """Input shard URLs in a deterministic (sorted) order: a single shard file, or every
-    shard file under a directory/prefix (recursively). With sizes=True, (url, bytes)."""
+    shard file under a directory/prefix (recursively). With sizes=True, (url, bytes);
+    with tags=True, (url, bytes, listing_tag): from the one listing, no request per file."""
     fs, path = fsspec.core.url_to_fs(url, **(storage_options or {}))
     protocol = url.split("://", 1)[0] + "://" if "://" in url else ""
     if fs.isfile(path):
-        return [(url, fs.size(path))] if sizes else [url]
-    if not fs.exists(path):
+        found = {path: fs.info(path)}
+        protocol, path_url = "", {path: url}
+    elif not fs.exists(path):
         raise FileNotFoundError(f"{url}: no such file or directory")
-    found = {p: info.get("size", 0) for p, info in fs.find(path, detail=True).items() if p.lower().endswith(SHARD_SUFFIXES)}
-    out = sorted((protocol + p if protocol else p, n) for p, n in found.items())
-    return out if sizes else [u for u, _ in out]
+    else:
+        found = {p: info for p, info in fs.find(path, detail=True).items() if p.lower().endswith(SHARD_SUFFIXES)}
+        path_url = {p: protocol + p if protocol else p for p in found}
+    out = sorted((path_url[p], info.get("size", 0) or 0, listing_tag(info)) for p, info in found.items())
+    if tags:
+        return out
+    return [(u, n) for u, n, _ in out] if sizes else [u for u, _, _ in out]

@@ -23,7 +23,7 @@ import sys
 
 import yaml
 
-from .config import Compressor, JobConfig, SampleSpec, load_config
+from .config import Compressor, JobConfig, SampleSpec, load_config, secret_key as _secret_key
 from .errors import InternalError, Interrupted, JobError, SettingsError
 from .redact import redact
 
@@ -62,7 +62,7 @@ def _job_args(ap: argparse.ArgumentParser) -> None:
     ap.add_argument("--compressor", choices=[c.value for c in Compressor], help="which proxy compressor "
                     "(default: model.compressor, neural)")
     ap.add_argument("--address", help="Ray address (default: $RAY_ADDRESS, else a local cluster)")
-    ap.add_argument("--no-progress", action="store_true", help="no progress bars (logs of batch jobs)")
+    ap.add_argument("--no-progress", action="store_true", help="no progress bars even on a terminal (logs get a heartbeat line every run.log_every_s)")
     _common(ap)
 
 
@@ -90,7 +90,7 @@ def cmd_run(a) -> int:
     from .job.driver import run_job
 
     cfg = _config(a)
-    summary = run_job(cfg, [s for s in (a.shards or "").split(",") if s] or None, a.force, log=_log)
+    summary = run_job(cfg, [s for s in (a.shards or "").split(",") if s] or None, a.force, log=_log, keep_stale=a.keep_stale)
     print(json.dumps(summary.to_dict()) if a.json else summary.text())
     return 0 if not summary.shards_failed else 3
 
@@ -112,12 +112,25 @@ def cmd_status(a) -> int:
         print(json.dumps(st))
     else:
         c = st["counts"]
-        print(f"{c['done']} done, {c['failed']} failed, {c['pending']} pending, of {c['total']} shards")
+        print(f"{c['done']} done, {c['failed']} failed, {c['pending']} pending, of {c['total']} shards"
+              + (f"; {c['stale']} of the done are stale (input changed since; `run` redoes them)" if c["stale"] else ""))
         t = st["totals"]
         print(f"rows {t['rows']:,}  rejects {t['rejects']:,}  bytes in {t['bytes_in']:,}  symbols out {t['symbols_out']:,}")
         for name, reason in st["failed"].items():
             print(f"FAILED {name}: {reason}")
+        if a.failed and st["failed"]:
+            print(f"rerun them: {_rerun_command(a.output, sorted(st['failed']), cfg.storage_options)}")
+        if st["stale"]:
+            print(f"stale: {', '.join(st['stale'][:20])}{' ...' if len(st['stale']) > 20 else ''}")
     return 0
+
+
+def _rerun_command(output: str, names: list[str], so: dict) -> str:
+    """A command to paste: the output's own config, the named shards, the storage options
+    again (their secrets as the variables to fill in, never the values)."""
+    opts = "".join(f" --storage-option {k}=\"${{{k.upper()}}}\"" if _secret_key(k) else f" --storage-option {k}={v}"
+                   for k, v in so.items())
+    return f"proxycomp run --config {redact(output).rstrip('/')}/config.yaml --shards {','.join(names)}{opts}"
 
 
 def cmd_verify(a) -> int:
@@ -270,6 +283,8 @@ def build_parser() -> argparse.ArgumentParser:
     _job_args(p)
     p.add_argument("--shards", help="comma-separated output names or input file names (globs) to (re)run")
     p.add_argument("--force", action="store_true", help="redo every shard (with --shards: the named ones), done or not")
+    p.add_argument("--keep-stale", action="store_true",
+                   help="keep done shards whose input changed since (size, ETag or mtime) instead of redoing them")
     p.add_argument("--json", action="store_true", help="print the summary as JSON")
     p.set_defaults(fn=cmd_run)
 
@@ -280,6 +295,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = _parser(sub, "status", "what is done, failed and pending")
     p.add_argument("--output", required=True, help="a proxycomp output URL")
     p.add_argument("--json", action="store_true", help="print the shard lists and counts as JSON")
+    p.add_argument("--failed", action="store_true", help="also print a command that reruns the failed shards")
     _common(p)
     p.set_defaults(fn=cmd_status)
 

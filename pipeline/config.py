@@ -77,7 +77,8 @@ class RunConfig:  # scheduling (its JobConfig field says so), but for doc_slice_
     worker_memory_bytes: int = 4 << 30  # a shard worker above this RSS fails its shard with a clear reason
     max_retries: int = 2  # per shard, on worker, actor or storage failure
     retry_backoff_s: float = 2.0  # a retry starts this many seconds x its attempt later (at most 5x)
-    progress: bool = True
+    progress: bool = True  # progress bars, where stderr is a terminal
+    log_every_s: float = 60.0  # elsewhere a heartbeat line this often (and at the first shard, and at the end); 0: none
     metrics: bool = True  # Ray metrics (pipeline.metrics); a local cluster then serves its dashboard on loopback
     dashboard_port: int = 8265  # the local cluster's dashboard (127.0.0.1 only)
 
@@ -391,6 +392,11 @@ def register_secrets(cfg: JobConfig) -> JobConfig:
         if m:
             register(m.group(2))
     return cfg
+
+
+def secret_key(key: str) -> bool:
+    """Whether a storage option holds a credential (masked in config.yaml, never logged)."""
+    return _secretish(key)
 
 
 def _secretish(key: str) -> bool:

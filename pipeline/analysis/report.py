@@ -193,7 +193,7 @@ def render(g: dict, figures: dict[str, bytes], analyses: dict[str, dict]) -> str
              f"<h1>proxycomp report</h1><p>{html.escape(g['output'])} &middot; {html.escape(g['compressor'])} &middot; "
              f"generated {html.escape(g['generated'])}</p>",
              "<h2>Shards</h2>", _table([{**c, **t, "bytes/symbol": t["bytes_in"] / max(1, t["symbols_out"])}],
-                                       ["total", "done", "failed", "pending", "rows", "rejects", "bytes_in", "symbols_out",
+                                       ["total", "done", "stale", "failed", "pending", "rows", "rejects", "bytes_in", "symbols_out",
                                         "bytes/symbol"])]
     for key, alt in (("shard_rates", "per-shard rate"), ("throughput", "throughput over time")):
         if key in figures:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import logging
 import math
 import os
+import socket
 import sys
 
 import ray
@@ -161,10 +162,24 @@ def _quiet_auth_notice(record: logging.LogRecord) -> bool:
     return "Token authentication is enabled" not in record.getMessage()
 
 
+def free_loopback_port(wanted: int) -> int:
+    """`wanted` if nothing listens on 127.0.0.1:wanted, else a free port the OS picks.
+    (Ray fails to start a dashboard on a taken port rather than moving on: a second
+    local run on one machine collided with the first.)"""
+    for port in (wanted, 0):
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return s.getsockname()[1]
+    raise OSError("no free port on 127.0.0.1")
+
+
 def init_local_ray(dashboard_port: int | None = None, **kwargs):
     """Start a single-machine Ray cluster whose servers all listen on 127.0.0.1: with a
-    dashboard on dashboard_port (Ray takes the next free port if that one is taken), or
-    with none (dashboard_port None); the metrics agent runs either way.
+    dashboard on dashboard_port (another free port if that one is taken, said on
+    stderr), or with none (dashboard_port None); the metrics agent runs either way.
 
     On Linux Ray gives its servers the machine's external address even when asked for
     127.0.0.1, unless it runs in its single-machine mode; that mode is switched on for
@@ -175,8 +190,11 @@ def init_local_ray(dashboard_port: int | None = None, **kwargs):
     logging.getLogger("ray._private.authentication.authentication_token_setup").addFilter(_quiet_auth_notice)
     if dashboard_port is None:
         return ray.init(address="local", include_dashboard=False, **kwargs)
-    return ray.init(address="local", include_dashboard=True, dashboard_host="127.0.0.1", dashboard_port=dashboard_port,
-                    **kwargs)
+    port = free_loopback_port(dashboard_port)
+    if port != dashboard_port:
+        print(f"[proxycomp] 127.0.0.1:{dashboard_port} is taken (another local run?): this run's dashboard is on "
+              f"127.0.0.1:{port}", file=sys.stderr)
+    return ray.init(address="local", include_dashboard=True, dashboard_host="127.0.0.1", dashboard_port=port, **kwargs)
 
 
 def endpoints() -> dict:

@@ -37,7 +37,7 @@ from ..store.layout import Marker, OutputLayout
 from ..store.markers import MarkerIndex
 from .calibration import calibrate
 from .cluster import Cluster, start_cluster
-from .plan import check_mixing, continue_in_made_precision, group_small, plan_tasks, select, write_manifest
+from .plan import changed_inputs, check_mixing, continue_in_made_precision, group_small, plan_tasks, select, write_manifest
 from .scheduler import run_shards
 from .stages import ShardResult
 from .warm import load_warm, save_warm
@@ -110,11 +110,13 @@ class Summary(Counts):
         return "\n".join(lines)
 
 
-def run_job(cfg: JobConfig, shards: list[str] | None = None, force: bool = False, log=print) -> Summary:
+def run_job(cfg: JobConfig, shards: list[str] | None = None, force: bool = False, log=print,
+            keep_stale: bool = False) -> Summary:
     """Run the shards of `cfg.input` that are not done (with `shards`: the named ones;
-    with `force`: all of them). Everything that can be refused is refused before a
-    cluster starts; a run with nothing to do starts none. Ctrl-C raises Interrupted
-    with what was finished."""
+    with `force`: all of them), and the done ones whose input changed since (unless
+    `keep_stale`). Everything that can be refused is refused before a cluster starts;
+    a run with nothing to do starts none. Ctrl-C raises Interrupted with what was
+    finished."""
     check_job(cfg)
     t0 = time.perf_counter()
     with ThreadPoolExecutor(1) as pool:
@@ -129,8 +131,14 @@ def run_job(cfg: JobConfig, shards: list[str] | None = None, force: bool = False
         fingerprint, cfg = (fingerprint if made is cfg else model_fingerprint(made)), made
     settings = settings_key(cfg, fingerprint)
     redo = {t.name for t in selected} if (force or shards) else set()
+    changed = [] if keep_stale else changed_inputs(selected, index.markers(Marker.DONE, [t.name for t in selected
+                                                                                         if t.name in index.done]))
+    if changed:
+        log(f"{len(changed)} done shard(s) have changed input since their output was made (size, ETag or mtime): "
+            f"redone ({', '.join(changed[:5])}{', ...' if len(changed) > 5 else ''}); --keep-stale keeps them")
+    redo |= set(changed)
     todo = [t for t in selected if t.name in redo or t.name not in index.done]
-    stale = check_mixing(index, cfg, "settings", settings, tasks, redo, bool(shards))
+    stale = check_mixing(index, cfg, "settings", settings, tasks, redo, bool(shards)) + changed
     summary = Summary(cfg.output, shards_total=len(selected), shards_skipped=len(selected) - len(todo))
     if not todo and not _needs_model_check(index, cfg, tasks):
         index.save()  # the markers read for the check: the next pass (status, verify) reuses them
@@ -168,7 +176,7 @@ def run_job(cfg: JobConfig, shards: list[str] | None = None, force: bool = False
         cache = ctx.cache_client()
         if cache:
             summary.cache_loaded = load_warm(cfg, meta.namespace, cache, log)
-        for res in run_shards(ctx, groups, thresholds, meta):
+        for res in run_shards(ctx, groups, thresholds, meta, log):
             summary.add_shard(res)
         if cache and cfg.cache.keep_bytes:
             summary.cache_kept = save_warm(cfg, meta.namespace, cache, log)

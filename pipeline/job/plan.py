@@ -27,6 +27,7 @@ class ShardTask:
     input_url: str
     name: str  # output name (no extension)
     size: int = 0  # bytes on storage, for grouping small shards
+    fingerprint: str = ""  # the input's listing tag (ETag or mtime, and size): its marker records it
 
 
 
@@ -66,12 +67,12 @@ def plan_tasks(cfg: JobConfig) -> list[ShardTask]:
 
 def plan_input(url: str, storage_options: dict) -> list[ShardTask]:
     try:
-        urls = list_shards(url, storage_options, sizes=True)
+        urls = list_shards(url, storage_options, tags=True)
     except Exception as e:  # noqa: BLE001 - any storage backend error; report it scrubbed
         raise JobError(f"cannot list input {redact(url)}: {redact(type(e).__name__ + ': ' + str(e))}") from None
     if not urls:
         raise JobError(f"no input shards (.jsonl, .jsonl.zst, .parquet) under {redact(url)}")
-    tasks = [ShardTask(i, u, shard_name(url, u), n) for i, (u, n) in enumerate(urls)]
+    tasks = [ShardTask(i, u, shard_name(url, u), n, tag) for i, (u, n, tag) in enumerate(urls)]
     first: dict[str, ShardTask] = {}
     for t in tasks:
         other = first.setdefault(t.name, t)
@@ -165,6 +166,14 @@ def check_mixing(index: MarkerIndex, cfg: JobConfig, key: str, ours: str, tasks:
     return [n for n in stale if n in redo]
 
 
+def changed_inputs(tasks: list[ShardTask], done_markers: dict[str, dict]) -> list[str]:
+    """Done shards whose input changed since their output was made (its listing tag is
+    not the one the marker recorded). Markers of versions that recorded none: unknown,
+    not counted."""
+    return [t.name for t in tasks if t.name in done_markers
+            and done_markers[t.name].get("input_fingerprint") not in (None, t.fingerprint)]
+
+
 def shard_status(cfg: JobConfig, index: MarkerIndex | None = None) -> dict:
     """Done / failed / pending per input shard, from the markers (the source of truth);
     `index`: the output's markers, when the caller listed them already."""
@@ -178,8 +187,10 @@ def shard_status(cfg: JobConfig, index: MarkerIndex | None = None) -> dict:
     totals = {k: sum(m.get(k, 0) for m in done.values()) for k in ("rows", "rejects", "bytes_in", "symbols_out")}
     out = {"done": [n for n in names if n in done],
            "failed": {n: failed[n].get("reason", "") for n in names if n in failed},
-           "pending": [n for n in names if n not in done and n not in failed]}
-    out["counts"] = {"total": len(tasks), "done": len(out["done"]), "failed": len(out["failed"]), "pending": len(out["pending"])}
+           "pending": [n for n in names if n not in done and n not in failed],
+           "stale": changed_inputs(tasks, done)}  # done, but made from an earlier version of the input
+    out["counts"] = {"total": len(tasks), "done": len(out["done"]), "failed": len(out["failed"]), "pending": len(out["pending"]),
+                     "stale": len(out["stale"])}
     out["totals"] = totals
     return out
 

@@ -1,58 +1,27 @@
 """Keeping shard tasks in flight: at most run.shard_workers at a time, each sent to the
 next model actor in turn, a failed task retried after a backoff (worker, actor or
-storage failures; up to run.max_retries), and progress (bars on a terminal, Ray
-metrics) from the counters the tasks bump."""
+storage failures; up to run.max_retries), and progress (bars on a terminal, a
+heartbeat line in logs, Ray metrics) from the counters the tasks bump."""
 
 from __future__ import annotations
 
-import sys
 import time
 
 import ray
-from tqdm import tqdm
 
 from ..store.parquet import OutputMeta
 from .cluster import Cluster
 from .plan import ShardTask
+from .progress import Heartbeat, Progress
 from .shard import mark_failed, shard_task
 
 
-class Progress:
-    """Counters the shard tasks bump after every batch, and which worker process holds
-    which shard; the driver polls them."""
-
-    def __init__(self):
-        self.docs = self.bytes = 0
-        self.working: dict[str, int] = {}
-
-    def add(self, docs: int, nbytes: int) -> None:
-        self.docs += docs
-        self.bytes += nbytes
-
-    def started(self, shard: str, pid: int) -> None:
-        self.working[shard] = pid
-
-    def finished(self, shard: str) -> None:
-        self.working.pop(shard, None)
-
-    def get(self) -> tuple[int, int]:
-        return self.docs, self.bytes
-
-    def in_flight(self) -> dict[str, int]:
-        return dict(self.working)
-
-
-def run_shards(cluster: Cluster, groups: list[list[ShardTask]], thresholds, meta: OutputMeta):
+def run_shards(cluster: Cluster, groups: list[list[ShardTask]], thresholds, meta: OutputMeta, log=print):
     """Yields one ShardResult per shard, keeping shard_workers tasks (a shard, or a
     group of small ones) in flight and retrying a task whose worker, actor or
     storage failed (up to max_retries)."""
     cfg = cluster.cfg
-    show = cfg.run.progress
-    bars = [
-        tqdm(total=sum(map(len, groups)), desc="shards", unit="shard", disable=not show, file=sys.stderr, position=0),
-        tqdm(desc="docs", unit="doc", disable=not show, file=sys.stderr, position=1),
-        tqdm(desc="bytes", unit="B", unit_scale=True, disable=not show, file=sys.stderr, position=2),
-    ]
+    beat = Heartbeat(sum(map(len, groups)), len(cluster.models), log, cfg.run.progress, cfg.run.log_every_s)
     progress = ray.remote(Progress).options(num_cpus=0, name=cluster.name("progress")).remote()
     cluster.own(progress)
     task_fn = ray.remote(shard_task).options(num_cpus=cfg.run.shard_cpus, resources=cfg.run.shard_resources, max_retries=0)
@@ -61,7 +30,6 @@ def run_shards(cluster: Cluster, groups: list[list[ShardTask]], thresholds, meta
         cluster.metrics.start(sum(map(len, groups)))
     inflight: dict = {}
     n = 0
-    last = (0, 0)
     while queue or inflight:
         ready = [q for q in queue if q[2] <= time.monotonic()]
         while ready and len(inflight) < cfg.run.shard_workers:
@@ -78,9 +46,7 @@ def run_shards(cluster: Cluster, groups: list[list[ShardTask]], thresholds, meta
             done = []
             time.sleep(0.1)
         docs, nbytes = ray.get(progress.get.remote())
-        bars[1].update(docs - last[0])
-        bars[2].update(nbytes - last[1])
-        last = (docs, nbytes)
+        beat.progress(docs, nbytes, sum(len(g) for g, _ in inflight.values()))
         if cluster.metrics:
             cluster.metrics.progress(docs, nbytes)
         for ref in done:
@@ -93,13 +59,12 @@ def run_shards(cluster: Cluster, groups: list[list[ShardTask]], thresholds, meta
                     queue.append((group, attempt + 1, time.monotonic() + backoff))
                     continue
                 results = [mark_failed(t, cfg, _root_cause(e)) for t in group]
-            bars[0].update(len(results))
             for r in results:
+                beat.shard(r, sum(len(g) for g, _ in inflight.values()))
                 if cluster.metrics:
                     cluster.metrics.shard(r)
                 yield r
-    for b in bars:
-        b.close()
+    beat.close()
 
 
 def _root_cause(e: BaseException) -> BaseException:

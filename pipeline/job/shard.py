@@ -222,7 +222,7 @@ def commit_marker(task: ShardTask, cfg: JobConfig, res: ShardResult, meta: Outpu
         "name": task.name, "input": redact(task.input_url), "rows": res.docs_out, "rejects": res.rejects,
         "docs_in": res.docs_in, "bytes_in": res.bytes_in, "symbols_out": res.symbols_out,
         "parquet": res.parquet, "namespace": meta.namespace, "fingerprint": meta.fingerprint,
-        "settings": meta.settings, "precision": meta.precision,
+        "settings": meta.settings, "precision": meta.precision, "input_fingerprint": task.fingerprint,
     }
     done = layout.marker(Marker.DONE, task.name)
     write_json_atomic(done, marker, cfg.storage_options)

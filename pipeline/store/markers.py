@@ -22,6 +22,8 @@ from datetime import datetime
 import fsspec
 import zstandard
 
+from compressor_model.corpus import listing_tag
+
 from .files import write_bytes_atomic
 from .layout import Marker, OutputLayout
 
@@ -34,13 +36,6 @@ def _modified(info: dict) -> float | None:
     return float(t) if isinstance(t, (int, float)) else None
 
 
-def _tag(info: dict) -> str:
-    """What changes when a marker is rewritten, from its listing entry alone."""
-    etag = info.get("ETag") or info.get("etag") or info.get("md5Hash") or ""
-    when = info.get("mtime") or info.get("LastModified") or info.get("updated") or info.get("created") or ""
-    return f"{etag}|{info.get('size')}|{when}"
-
-
 class MarkerIndex:
     """Names of done and failed shards of one output, and their markers on demand."""
 
@@ -48,7 +43,7 @@ class MarkerIndex:
         self.output, self.so, self.layout = output, storage_options, OutputLayout(output)
         self.fs, _ = fsspec.core.url_to_fs(output, **storage_options)
         listings = {kind: self._list(kind) for kind in Marker}
-        self.tags: dict[Marker, dict[str, str]] = {k: {n: _tag(i) for n, i in v.items()} for k, v in listings.items()}
+        self.tags: dict[Marker, dict[str, str]] = {k: {n: listing_tag(i) for n, i in v.items()} for k, v in listings.items()}
         self.modified: dict[Marker, dict[str, float | None]] = {k: {n: _modified(i) for n, i in v.items()}
                                                              for k, v in listings.items()}
         self.names: dict[Marker, set[str]] = {kind: set(t) for kind, t in self.tags.items()}

@@ -17,10 +17,12 @@ import pyarrow.parquet as pq
 import pytest
 import ray
 import s3fs
+import zstandard
 
 from pipeline.job.cluster import init_local_ray
 from pipeline.job.driver import run_job
 from pipeline.commands.verify import verify_output
+from pipeline.job.plan import shard_status
 from tests.pipeline_fixtures import job_config, make_input, sha256, tiny_checkpoint
 from tests.procs import BIN, env, free_port, started, stop
 
@@ -198,6 +200,18 @@ def test_object_store_down_mid_write(setup, tmp_path, monkeypatch, capfd):
         from_s3 = job_config("s3://corpus/in", "s3://corpus/out", ckpt, storage_options=so)
         assert run_job(from_s3, log=lambda m: None).shards_done == 4
         assert run_job(from_s3, log=lambda m: None).shards_skipped == 4
+        # Drift: one input shard rewritten in the store after its output was made (a
+        # removal request applied to the corpus). Seen from the listing's ETag alone.
+        lines = zstandard.ZstdDecompressor().decompress(fs.cat_file("corpus/in/part-00001.jsonl.zst")).splitlines(True)
+        fs.pipe_file("corpus/in/part-00001.jsonl.zst", zstandard.ZstdCompressor().compress(b"".join(lines[:-1])))
+        st = shard_status(from_s3)
+        assert st["stale"] == ["part-00001"] and st["counts"]["done"] == 4, st
+        assert run_job(from_s3, log=lambda m: None, keep_stale=True).nothing_to_do
+        said = []
+        again = run_job(from_s3, log=said.append)
+        assert again.shards_done == 1 and again.shards_skipped == 3 and again.docs_in == len(lines) - 1, again.failed
+        assert any("changed input" in m and "part-00001" in m for m in said), said
+        assert shard_status(from_s3)["stale"] == []
         rep = verify_output(from_s3, sample=5)
         assert rep["ok"] and rep["checked_docs"] == 5
         # The secret never lands in outputs, and never in what the jobs printed.

@@ -253,7 +253,7 @@ def test_an_output_made_with_relative_paths_is_usable_from_anywhere(done_run, tm
     monkeypatch.chdir(tmp_path)
     capsys.readouterr()
     assert cli(["status", "--output", os.path.relpath(out), "--json"]) == 0
-    assert json.loads(capsys.readouterr().out)["counts"] == {"total": 3, "done": 3, "failed": 0, "pending": 0}
+    assert json.loads(capsys.readouterr().out)["counts"] == {"total": 3, "done": 3, "failed": 0, "pending": 0, "stale": 0}
     assert cli(["verify", "--output", str(out), "--sample", "3", "--json"]) == 0
     assert json.loads(capsys.readouterr().out)["ok_docs"] == 3
     assert cli(["export", "--output", str(out), "--dest", "lingua"]) == 0
@@ -280,7 +280,7 @@ def test_a_new_slice_starts_warm_from_an_earlier_output(done_run, ckpt, tmp_path
     assert warm.cache_hits > 0 and warm.segments > warm.unique_segments  # one call: repeats were de-duplicated
 
 
-def test_bad_shards_are_quarantined_and_rows_rejected(cluster, ckpt, tmp_path):
+def test_bad_shards_are_quarantined_and_rows_rejected(cluster, ckpt, tmp_path, capsys):
     inp = tmp_path / "in"
     make_input(inp, n_shards=2)
     good = (inp / "part-00000.jsonl.zst").read_bytes()
@@ -305,8 +305,12 @@ def test_bad_shards_are_quarantined_and_rows_rejected(cluster, ckpt, tmp_path):
     assert t.column("doc_id").to_pylist() == ["a", "b"] and t.column("source_row").to_pylist() == [0, 2]
     assert s.docs_in == s.docs_out + s.rejects
     st = shard_status(cfg)
-    assert st["counts"] == {"total": 4, "done": 3, "failed": 1, "pending": 0}
+    assert st["counts"] == {"total": 4, "done": 3, "failed": 1, "pending": 0, "stale": 0}
     assert "truncated.jsonl.zst" in st["failed"]["truncated"]
+    capsys.readouterr()
+    assert cli(["status", "--output", str(tmp_path / "out"), "--failed"]) == 0
+    printed = capsys.readouterr().out
+    assert f"rerun them: proxycomp run --config {tmp_path / 'out'}/config.yaml --shards truncated" in printed, printed
 
 
 def test_status_and_verify_commands(done_run, capsys):

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import pickle
 import re
+import socket
 import subprocess
 import sys
 import textwrap
@@ -27,7 +28,8 @@ PROBE = textwrap.dedent('''
     from pipeline.job.cluster import start_cluster
     cfg = load_config(None, [f"input={json.dumps(sys.argv[1])}", f"output={json.dumps(sys.argv[2])}",
                              f"model.checkpoint={json.dumps(sys.argv[3])}", "run.address=local",
-                             "engine.lanes=64", "engine.group=32", "engine.compile=false"])
+                             "engine.lanes=64", "engine.group=32", "engine.compile=false",
+                             f"run.dashboard_port={sys.argv[4]}"])
     ctx = start_cluster(cfg)   # the job's own Ray cluster, its model and cache actors
     ps = subprocess.run(["ps", "-eo", "pid,ppid"], capture_output=True, text=True).stdout.split()[2:]
     kids = {}
@@ -61,10 +63,20 @@ LOOPBACK = {"0100007F", "0000000000000000FFFF00000100007F", "0000000000000000000
 
 
 def test_nothing_listens_beyond_loopback(tmp_path):
+    """... also when the dashboard port the run asks for is taken (another local run on
+    the machine): it moves to a free one and says so, instead of failing to start."""
     ckpt = tiny_checkpoint(tmp_path / "tiny.pt")
     make_input(tmp_path / "in", n_shards=1, max_bytes=3000)
-    res = subprocess.run([sys.executable, "-c", PROBE, str(tmp_path / "in"), str(tmp_path / "out"), ckpt],
-                         capture_output=True, text=True, env=env(), timeout=300)
+    other = socket.socket()
+    other.bind(("127.0.0.1", 0))
+    other.listen()
+    taken = other.getsockname()[1]
+    try:
+        res = subprocess.run([sys.executable, "-c", PROBE, str(tmp_path / "in"), str(tmp_path / "out"), ckpt, str(taken)],
+                             capture_output=True, text=True, env=env(), timeout=300)
+    finally:
+        other.close()
+    assert f"127.0.0.1:{taken} is taken" in res.stderr, res.stderr[-2000:]
     line = [x for x in res.stdout.splitlines() if x.startswith("LISTENING ")]
     assert line, res.stdout[-2000:] + res.stderr[-2000:]
     found = json.loads(line[0][len("LISTENING "):])
@@ -76,7 +88,7 @@ def test_nothing_listens_beyond_loopback(tmp_path):
     where = re.search(r"metrics: dashboard http://127\.0\.0\.1:(\d+), metrics http://127\.0\.0\.1:(\d+)/metrics", res.stderr)
     assert where, res.stderr[-2000:]
     ports = {s[1] for s in found["sockets"]}
-    assert int(where.group(1)) in ports and int(where.group(2)) in ports
+    assert int(where.group(1)) in ports and int(where.group(2)) in ports and int(where.group(1)) != taken
 
 
 def test_untrusted_checkpoint_cannot_run_code(tmp_path, capsys):

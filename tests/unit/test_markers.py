@@ -4,6 +4,7 @@ not one or two requests per shard."""
 from __future__ import annotations
 
 import json
+import os
 import time
 from collections import Counter
 
@@ -65,7 +66,7 @@ def test_status_and_manifest_do_not_probe_each_shard(tmp_path, monkeypatch):
 
         monkeypatch.setattr(LocalFileSystem, name, counted)
     st = shard_status(cfg)
-    assert st["counts"] == {"total": 60, "done": 50, "failed": 2, "pending": 8}
+    assert st["counts"] == {"total": 60, "done": 50, "failed": 2, "pending": 8, "stale": 0}
     assert st["failed"] == {"part-00055": "bad 55", "part-00056": "bad 56"}
     assert st["totals"]["rows"] == 50
     assert probes["exists"] + probes["isfile"] < 5 and probes["cat"] == 2, probes  # done and failed: one batch each
@@ -139,3 +140,21 @@ def test_no_marker_survives_for_a_parquet_the_store_lost_while_it_was_written(tm
     monkeypatch.setattr(shard, "write_json_atomic", real)
     commit_marker(task, cfg, res, META)  # the retry: both written, the marker stays
     assert json.loads((tmp_path / "out" / "_done" / "part-00000.json").read_text())["parquet"]["bytes"] == 40
+
+
+def test_a_changed_input_is_stale_from_the_listing_alone(tmp_path):
+    """The listing tag (ETag where the store has one; size and mtime here) of each input
+    shard is what a done marker records; a rewritten shard no longer matches it."""
+    from pipeline.job.plan import changed_inputs, plan_input
+
+    root = tmp_path / "in"
+    root.mkdir()
+    for i in range(3):
+        (root / f"part-{i:05d}.jsonl").write_text(json.dumps({"content": f"x = {i}\n"}) + "\n")
+    before = plan_input(str(root), {})
+    markers = {t.name: {"input_fingerprint": t.fingerprint} for t in before}
+    markers["part-00002"] = {}  # made by a version that recorded none: not judged
+    assert all(t.fingerprint for t in before) and changed_inputs(before, markers) == []
+    (root / "part-00001.jsonl").write_text(json.dumps({"content": "x = 'removed on request'\n"}) + "\n")
+    os.utime(root / "part-00001.jsonl", (1, 1))
+    assert changed_inputs(plan_input(str(root), {}), markers) == ["part-00001"]
