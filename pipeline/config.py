@@ -75,8 +75,11 @@ class RunConfig:  # scheduling (its JobConfig field says so), but for doc_slice_
     small_shard_bytes: int = 256 << 10  # shards smaller than this (on storage) share tasks and model calls
     group_bytes: int = 1 << 20  # ... up to this many bytes (on storage) per task
     worker_memory_bytes: int = 4 << 30  # a shard worker above this RSS fails its shard with a clear reason
-    max_retries: int = 2  # per shard, on worker, actor or storage failure
+    max_retries: int = 2  # per shard: retries after an error of its own (our code, its input, storage)
+    max_system_retries: int = 10  # per shard, apart: after the cluster lost something (a worker, an actor, a node)
     retry_backoff_s: float = 2.0  # a retry starts this many seconds x its attempt later (at most 5x)
+    max_failed_fraction: float = 0.5  # stop the job early when this share of finished shards failed ...
+    min_failed_to_stop: int = 20  # ... and at least this many did (0: never stop early)
     progress: bool = True  # progress bars, where stderr is a terminal
     log_every_s: float = 60.0  # elsewhere a heartbeat line this often (and at the first shard, and at the end); 0: none
     metrics: bool = True  # Ray metrics (pipeline.metrics); a local cluster then serves its dashboard on loopback
@@ -361,7 +364,8 @@ def check_job(cfg: JobConfig) -> None:
         value = getattr(getattr(cfg, section), name)
         if value < 1:
             raise SettingsError(f"{section}.{name} must be at least 1, got {value}")
-    for section, name in (("run", "max_retries"), ("run", "shard_cpus"), ("run", "gpus_per_actor"),
+    for section, name in (("run", "max_retries"), ("run", "max_system_retries"), ("run", "min_failed_to_stop"),
+                          ("run", "shard_cpus"), ("run", "gpus_per_actor"),
                           ("run", "cpus_per_actor"), ("run", "torch_threads"), ("engine", "lane_sets")):
         value = getattr(getattr(cfg, section), name)
         if value < 0:

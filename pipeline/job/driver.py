@@ -60,6 +60,7 @@ class Summary(Counts):
     cache_loaded: dict = field(default_factory=dict)  # entries an earlier run kept (pipeline.warm)
     cache_kept: dict = field(default_factory=dict)  # ... and those this run kept for the next
     nothing_to_do: bool = False  # every shard was done, with these settings: nothing was started
+    retries: dict = field(default_factory=dict)  # shard tasks retried, by failure class (job.scheduler.Failure)
 
     @property
     def model_busy_fraction(self) -> float:
@@ -105,6 +106,8 @@ class Summary(Counts):
             lines.insert(-1, f"thresholds: entropy > {c['theta_abs']:.3f} or rise > {c['theta_jump']:.3f} bits, the "
                              f"{c['percentile']:g}th percentiles of {c['sample_bytes']:,} bytes from {c['sample_docs']:,} "
                              f"documents in {c['sample_shards']} shard(s), {c['sample_seconds']:.1f} s")
+        if self.retries:
+            lines.insert(-1, "retries: " + ", ".join(f"{n} after a {k} failure" for k, n in sorted(self.retries.items())))
         for name, reason in self.failed.items():
             lines.append(f"FAILED {name}: {reason}")
         return "\n".join(lines)
@@ -176,7 +179,7 @@ def run_job(cfg: JobConfig, shards: list[str] | None = None, force: bool = False
         cache = ctx.cache_client()
         if cache:
             summary.cache_loaded = load_warm(cfg, meta.namespace, cache, log)
-        for res in run_shards(ctx, groups, thresholds, meta, log):
+        for res in run_shards(ctx, groups, thresholds, meta, log, summary.retries):
             summary.add_shard(res)
         if cache and cfg.cache.keep_bytes:
             summary.cache_kept = save_warm(cfg, meta.namespace, cache, log)

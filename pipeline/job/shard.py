@@ -246,11 +246,12 @@ def _check_committed(task: ShardTask, cfg: JobConfig, res: ShardResult) -> None:
         raise OSError(f"{redact(url)}: {size} bytes in the store, {res.parquet.get('bytes')} were written")
 
 
-def mark_failed(task: ShardTask, cfg: JobConfig, err: BaseException) -> ShardResult:
+def mark_failed(task: ShardTask, cfg: JobConfig, err: BaseException, where: str = "") -> ShardResult:
+    """`where`: the last frame of the traceback that raised err, when it is known."""
     if isinstance(err, (ShardError, MemoryBoundExceeded)):
         reason = str(err)
     else:
-        reason = f"{task.input_url}: {type(err).__name__}: {err}"
+        reason = f"{task.input_url}: {type(err).__name__}: {err}" + (f" (at {where})" if where else "")
     reason = redact(reason)
     try:
         write_json_atomic(OutputLayout(cfg.output).marker(Marker.FAILED, task.name), {"name": task.name, "input": redact(task.input_url), "reason": reason},

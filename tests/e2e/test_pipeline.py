@@ -313,6 +313,21 @@ def test_bad_shards_are_quarantined_and_rows_rejected(cluster, ckpt, tmp_path, c
     assert f"rerun them: proxycomp run --config {tmp_path / 'out'}/config.yaml --shards truncated" in printed, printed
 
 
+def test_a_job_whose_shards_all_fail_the_same_way_stops_early(cluster, tmp_path):
+    """A mistake that fails every shard ends the job after a few, with the reason, instead
+    of walking the whole input into it."""
+    inp = tmp_path / "in"
+    inp.mkdir()
+    for i in range(8):
+        (inp / f"part-{i:05d}.jsonl.zst").write_bytes(b"not zstd at all")
+    cfg = job_config(str(inp), str(tmp_path / "out"), "", "model.compressor=gzip", "run.shard_workers=1",
+                     "run.min_failed_to_stop=3", "run.small_shard_bytes=0")
+    with pytest.raises(JobError, match=r"stopped early: 3 of 3 finished shards failed .* 3 of them with: <shard>, "
+                                       r"row 0: cannot read further: ZstdError"):
+        run_job(cfg, log=lambda m: None)
+    assert len(list((tmp_path / "out" / "_failed").iterdir())) < 8
+
+
 def test_status_and_verify_commands(done_run, capsys):
     cfg, _, root = done_run
     out = str(root / "out")

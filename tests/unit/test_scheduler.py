@@ -1,0 +1,30 @@
+"""How the scheduler tells a lost process from a shard's own error."""
+
+from __future__ import annotations
+
+import ray.exceptions as rex
+
+from pipeline.job.scheduler import Failure, classify, last_frame
+
+
+class Wrapped(Exception):
+    """As a shard task's error reaches the driver: the original under `cause`."""
+
+    def __init__(self, cause):
+        super().__init__(f"task failed:\n{cause}")
+        self.cause = cause
+
+
+def test_lost_processes_are_system_failures_and_errors_of_the_shard_are_not():
+    assert classify(rex.WorkerCrashedError()) is Failure.SYSTEM
+    assert classify(Wrapped(rex.ActorDiedError())) is Failure.SYSTEM  # the task's ray.get of a dead model actor
+    assert classify(rex.NodeDiedError("node gone")) is Failure.SYSTEM
+    for e in (ValueError("bug"), Wrapped(OSError("store down")), Wrapped(KeyError("k")), rex.GetTimeoutError("slow")):
+        assert classify(e) is Failure.TASK, e
+
+
+def test_a_failure_names_where_it_was_raised():
+    text = ('Traceback (most recent call last):\n  File "/ray/_private/worker.py", line 900, in main_loop\n'
+            '  File "/srv/app/pipeline/job/stages.py", line 97, in __call__\n    raise ValueError("x")\nValueError: x')
+    assert last_frame(Exception(text)) == "pipeline/job/stages.py:97 in __call__"
+    assert last_frame(Exception("no traceback")) == ""
