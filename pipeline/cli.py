@@ -24,10 +24,11 @@ import sys
 import yaml
 
 from .config import Compressor, JobConfig, SampleSpec, load_config, secret_key as _secret_key
-from .errors import InternalError, Interrupted, JobError, SettingsError
+from .errors import Drained, InternalError, Interrupted, JobError, SettingsError
 from .redact import redact
 
 EXIT_INTERNAL = 70  # EX_SOFTWARE: a bug in proxycomp (the message says so)
+EXIT_DRAINED = 75  # EX_TEMPFAIL: stopped on SIGTERM, incomplete; resubmitting continues
 ANALYSIS_EXTRA = ("matplotlib", "rapidfuzz")  # `proxycomp[analysis]`: pictures, edit distances
 
 
@@ -379,6 +380,12 @@ def main(argv=None) -> int:
     except OSError as e:  # storage: permissions, a full disk, a path that is a file
         print(f"proxycomp: error: {redact(type(e).__name__ + ': ' + str(e))}", file=sys.stderr)
         return 2
+    except Drained as e:
+        s = e.summary
+        print(f"proxycomp: drained on SIGTERM after {s.wall_s:.0f} s: {s.shards_done} shard(s) committed in this run, "
+              f"{s.shards_failed} failed, {s.shards_left} not run. Resubmit the same command to continue: finished "
+              "shards are skipped.", file=sys.stderr)
+        return EXIT_DRAINED
     except Interrupted as e:
         s = e.summary
         print(f"proxycomp: interrupted after {s.wall_s:.0f} s: {s.shards_done} shard(s) finished and committed in this run, "

@@ -19,6 +19,15 @@ class InternalError(Exception):
                          "please report it with the output of PROXYCOMP_DEBUG=1)")
 
 
+class Drained(Exception):
+    """The run stopped on SIGTERM after its in-flight shards committed (or the grace
+    ran out); `summary` holds what it finished. Resubmitting the same command continues."""
+
+    def __init__(self, summary):
+        super().__init__("drained")
+        self.summary = summary
+
+
 class Interrupted(Exception):
     """The run was stopped (Ctrl-C); `summary` holds what it finished before that."""
 

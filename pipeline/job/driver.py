@@ -16,6 +16,8 @@ coder runs, backpressure, retries, commits).
 from __future__ import annotations
 
 import re
+import signal
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
@@ -30,7 +32,7 @@ from compressor_model.records import Counts
 from ..backends.model_actor import read_checkpoint
 from ..backends.registry import make_backend
 from ..config import JobConfig, check_job, dump_config, settings_key
-from ..errors import Interrupted, JobError
+from ..errors import Drained, Interrupted, JobError
 from ..redact import redact
 from ..store.files import exists, read_json, remove, remove_tree, write_bytes_atomic, write_json_atomic
 from ..store.layout import Marker, OutputLayout
@@ -38,7 +40,7 @@ from ..store.markers import MarkerIndex
 from .calibration import calibrate
 from .cluster import Cluster, start_cluster
 from .plan import changed_inputs, check_mixing, continue_in_made_precision, group_small, plan_tasks, select, write_manifest
-from .scheduler import run_shards
+from .scheduler import Drain, run_shards
 from .stages import ShardResult
 from .warm import load_warm, save_warm
 
@@ -61,6 +63,8 @@ class Summary(Counts):
     cache_kept: dict = field(default_factory=dict)  # ... and those this run kept for the next
     nothing_to_do: bool = False  # every shard was done, with these settings: nothing was started
     retries: dict = field(default_factory=dict)  # shard tasks retried, by failure class (job.scheduler.Failure)
+    drained: bool = False  # stopped by SIGTERM: shards_left were not run (resubmit to continue)
+    shards_left: int = 0
 
     @property
     def model_busy_fraction(self) -> float:
@@ -151,6 +155,8 @@ def run_job(cfg: JobConfig, shards: list[str] | None = None, force: bool = False
     running = {t.name for t in todo}
     others = sum(1 for t in tasks if t.name in index.done and t.name not in running)
     ctx = start_cluster(cfg)
+    drain = Drain(cfg.run.drain_grace_s)
+    restore = sigterm_drains(drain, log)  # from here on (after ray.init's handlers) a SIGTERM drains the run
     layout = OutputLayout(cfg.output)
     summary.run_id, summary.model_machines = ctx.run_id, ctx.machines
     summary.startup_s = time.perf_counter() - t0
@@ -179,8 +185,10 @@ def run_job(cfg: JobConfig, shards: list[str] | None = None, force: bool = False
         cache = ctx.cache_client()
         if cache:
             summary.cache_loaded = load_warm(cfg, meta.namespace, cache, log)
-        for res in run_shards(ctx, groups, thresholds, meta, log, summary.retries):
+        for res in run_shards(ctx, groups, thresholds, meta, log, summary.retries, drain):
             summary.add_shard(res)
+        summary.drained = drain.requested
+        summary.shards_left = len(todo) - summary.shards_done - summary.shards_failed
         if cache and cfg.cache.keep_bytes:
             summary.cache_kept = save_warm(cfg, meta.namespace, cache, log)
         write_manifest(cfg, tasks, index, {t.name for t in todo})
@@ -189,6 +197,8 @@ def run_job(cfg: JobConfig, shards: list[str] | None = None, force: bool = False
         summary.wall_s = time.perf_counter() - t0
         write_json_atomic(layout.run_summary(stamp, summary.run_id), summary.to_dict(),
                           cfg.storage_options)  # what `proxycomp report` shows of each run
+        if summary.drained:
+            raise Drained(summary)
     except KeyboardInterrupt:
         ctx.shutdown()  # no task writes after this: count what is committed
         summary.wall_s = time.perf_counter() - t0
@@ -196,7 +206,26 @@ def run_job(cfg: JobConfig, shards: list[str] | None = None, force: bool = False
         raise Interrupted(summary) from None
     finally:
         ctx.shutdown()
+        restore()
     return summary
+
+
+def sigterm_drains(drain: Drain, log):
+    """SIGTERM (a preemption notice, a RayJob deleted) drains the run instead of killing
+    it; a second one abandons what is in flight. Only in the main thread, where Python
+    delivers signals (a run in another thread keeps the process's handler). Returns
+    what puts the previous handler back."""
+    if threading.current_thread() is not threading.main_thread():
+        return lambda: None
+
+    def on_term(signum, frame):
+        again = drain.requested
+        drain.request()
+        log("SIGTERM again: abandoning the shards in flight" if again else
+            f"SIGTERM: draining: no new shards; those in flight get up to {drain.grace_s:g} s to commit")
+
+    previous = signal.signal(signal.SIGTERM, on_term)
+    return lambda: signal.signal(signal.SIGTERM, previous)
 
 
 def _list_output(cfg: JobConfig) -> MarkerIndex:

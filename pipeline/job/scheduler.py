@@ -70,12 +70,38 @@ def _common_reason(failed: list) -> tuple[int, str]:
     return n, reason
 
 
+class Drain:
+    """A stop asked for from outside (SIGTERM: a preemption notice, a deleted RayJob):
+    no new shard starts; those in flight get `grace_s` to commit; then, or at a second
+    request, they are abandoned (uncommitted work leaves no output and no marker)."""
+
+    def __init__(self, grace_s: float, clock=time.monotonic):
+        self.grace_s, self.clock = grace_s, clock
+        self.since: float | None = None
+        self.abandon = False
+
+    def request(self) -> None:
+        if self.since is None:
+            self.since = self.clock()
+        else:
+            self.abandon = True
+
+    @property
+    def requested(self) -> bool:
+        return self.since is not None
+
+    def give_up(self) -> bool:
+        return self.requested and (self.abandon or self.clock() - self.since >= self.grace_s)
+
+
 def run_shards(cluster: Cluster, groups: list[list[ShardTask]], thresholds, meta: OutputMeta, log=print,
-               retries: dict | None = None):
+               retries: dict | None = None, drain: Drain | None = None):
     """Yields one ShardResult per shard, keeping shard_workers tasks (a shard, or a
     group of small ones) in flight and retrying failed ones (see the module's doc);
-    `retries` counts them by Failure value."""
+    `retries` counts them by Failure value. With a `drain` requested it launches no
+    more and returns once the shards in flight are done (or abandoned)."""
     retries = retries if retries is not None else {}
+    drain = drain or Drain(0.0)
     cfg = cluster.cfg
     beat = Heartbeat(sum(map(len, groups)), len(cluster.models), log, cfg.run.progress, cfg.run.log_every_s)
     progress = ray.remote(Progress).options(num_cpus=0, name=cluster.name("progress")).remote()
@@ -89,7 +115,14 @@ def run_shards(cluster: Cluster, groups: list[list[ShardTask]], thresholds, meta
     inflight: dict = {}
     n = 0
     while queue or inflight:
-        ready = [q for q in queue if q[3] <= time.monotonic()]
+        if drain.requested and not inflight:
+            break
+        if drain.give_up():
+            for ref in inflight:
+                ray.cancel(ref, force=True)  # uncommitted: no output, no marker
+            log(f"drain: abandoned {sum(len(v[0]) for v in inflight.values())} shard(s) in flight")
+            break
+        ready = [q for q in queue if q[3] <= time.monotonic()] if not drain.requested else []
         while ready and len(inflight) < cfg.run.shard_workers:
             item = ready.pop(0)
             queue.remove(item)

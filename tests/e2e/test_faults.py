@@ -147,6 +147,32 @@ def test_killed_driver_then_resubmit(setup, tmp_path):
     assert not (out / "_tmp").exists() or not any((out / "_tmp").iterdir())
 
 
+def test_sigterm_drains_then_a_resubmit_continues(setup, tmp_path):
+    """A preemption notice: SIGTERM to the driver. No new shard starts, the one in
+    flight commits, the run's summary is written, the exit status says "incomplete,
+    resubmit", and the resubmitted command makes the rest (byte-identical)."""
+    root, ckpt, ref = setup
+    out = tmp_path / "out"
+    proc = start_driver(root, out, ckpt, tmp_path / "driver.log")
+    try:
+        wait_first_marker(proc, out, [])
+        os.kill(proc.pid, signal.SIGTERM)
+        status = proc.wait(timeout=240)
+    finally:
+        stop(proc)
+    log = (tmp_path / "driver.log").read_text()
+    assert status == 75, log[-3000:]
+    done = len(list((out / "_done").glob("*.json")))
+    assert 1 <= done < 4 and not check_no_partial(out)
+    assert "SIGTERM: draining" in log and "drained on SIGTERM" in log and "Traceback" not in log, log[-3000:]
+    summaries = [json.loads(p.read_text()) for p in (out / "_runs").glob("*.json")]
+    assert len(summaries) == 1 and summaries[0]["drained"] and summaries[0]["shards_done"] == done
+    assert summaries[0]["shards_left"] == 4 - done
+    s = run_job(job_config(str(root / "in"), str(out), ckpt), log=lambda m: None)
+    assert s.shards_skipped == done and s.shards_done == 4 - done
+    assert shard_hashes(out) == ref
+
+
 def test_interrupted_driver_says_what_it_finished(setup, tmp_path):
     """Ctrl-C: exit status 130 and one line saying how many shards were committed and
     that the same command continues; no traceback. The log (as `ray job logs` shows it,

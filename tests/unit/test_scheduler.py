@@ -28,3 +28,20 @@ def test_a_failure_names_where_it_was_raised():
             '  File "/srv/app/pipeline/job/stages.py", line 97, in __call__\n    raise ValueError("x")\nValueError: x')
     assert last_frame(Exception(text)) == "pipeline/job/stages.py:97 in __call__"
     assert last_frame(Exception("no traceback")) == ""
+
+
+def test_a_drain_waits_out_its_grace_and_a_second_request_abandons():
+    from pipeline.job.scheduler import Drain
+
+    now = [0.0]
+    d = Drain(30.0, clock=lambda: now[0])
+    assert not d.requested and not d.give_up()
+    d.request()
+    now[0] = 29.0
+    assert d.requested and not d.give_up()
+    now[0] = 30.0
+    assert d.give_up()
+    d2 = Drain(30.0, clock=lambda: now[0])
+    d2.request()
+    d2.request()
+    assert d2.give_up()
