@@ -1,6 +1,7 @@
-"""`proxycomp`: run, calibrate, status, verify, export, analyze, report, train-tokenizer, demo.
+"""`proxycomp`: run, plan, calibrate, status, verify, export, analyze, report, train-tokenizer, demo.
 
     proxycomp run --input URL --output URL [--config job.yaml] [--shards NAME,...] [--force]
+    proxycomp plan --input URL [--output URL] [--usd-per-gpu-hour P] [--json]
     proxycomp run --config job.yaml                  (input: and output: in the YAML)
     proxycomp status --output URL [--json]
     proxycomp verify --output URL [--sample N]
@@ -94,6 +95,17 @@ def cmd_run(a) -> int:
     summary = run_job(cfg, [s for s in (a.shards or "").split(",") if s] or None, a.force, log=_log, keep_stale=a.keep_stale)
     print(json.dumps(summary.to_dict()) if a.json else summary.text())
     return 0 if not summary.shards_failed else 3
+
+
+def cmd_plan(a) -> int:
+    from .commands.plan import plan_run, text
+
+    cfg = _config(a)
+    if not cfg.input:
+        raise SettingsError("no input: pass --input URL or set `input:` in the --config file")
+    p = plan_run(cfg, a.sample_bytes, a.model_sample_bytes, a.bytes_per_s_per_gpu, a.bench, a.usd_per_gpu_hour)
+    print(json.dumps(p) if a.json else text(p))
+    return 0
 
 
 def cmd_calibrate(a) -> int:
@@ -288,6 +300,17 @@ def build_parser() -> argparse.ArgumentParser:
                    help="keep done shards whose input changed since (size, ETag or mtime) instead of redoing them")
     p.add_argument("--json", action="store_true", help="print the summary as JSON")
     p.set_defaults(fn=cmd_run)
+
+    p = _parser(sub, "plan", "what a run would do and cost, from listings and a small sample; writes nothing")
+    _job_args(p)
+    p.add_argument("--sample-bytes", type=int, default=256 << 10, help="document bytes read to estimate sizes")
+    p.add_argument("--model-sample-bytes", type=int, default=20_000,
+                   help="bytes the model compresses to count positions per byte (0: skip; no model loaded)")
+    p.add_argument("--bytes-per-s-per-gpu", type=float, help="throughput per GPU for the GPU-hours")
+    p.add_argument("--bench", help="a `make bench-gpu` summary.json to take that throughput from")
+    p.add_argument("--usd-per-gpu-hour", type=float, help="price, for the cost")
+    p.add_argument("--json", action="store_true", help="print the plan as JSON")
+    p.set_defaults(fn=cmd_plan)
 
     p = _parser(sub, "calibrate", "compute segmentation thresholds from an input sample (writes thresholds.json)")
     _job_args(p)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import re
@@ -462,3 +463,24 @@ def test_a_float_output_made_before_int8_continues_in_its_precision(cluster, ckp
     assert verify_output(auto, sample=6, log=lambda m: None)["ok"]
     with pytest.raises(JobError, match=r"made in fp32: engine.precision=fp32 continues it"):
         run_job(job_config(inp, out, ckpt, "engine.precision=int8"), log=lambda m: None)
+
+
+def test_plan_says_what_a_run_would_do_and_writes_nothing(done_run, capsys):
+    from pipeline.commands.plan import plan_run
+
+    cfg, summary, root = done_run
+    tree = {p: p.stat().st_mtime_ns for p in (root / "out").rglob("*")}
+    p = plan_run(cfg, model_bytes=3000, per_gpu=1e6, usd_per_gpu_hour=3.0)
+    assert {p2: p2.stat().st_mtime_ns for p2 in (root / "out").rglob("*")} == tree  # nothing written
+    assert p["shards"] == 3 and p["output"] == {"done": 3, "stale": 0, "failed": 0, "to_run": 0}
+    assert p["to_compress_bytes"] == 0 and p["gpu"]["gpu_hours"] == 0
+    est = p["estimated"]["raw_bytes"]
+    assert abs(est - summary.bytes_in) / summary.bytes_in < 0.25, (est, summary.bytes_in)
+    m = p["model_positions_per_byte"]
+    assert m["coding"] > 0.5 and m["segmentation"] >= 1 and m["sample_bytes"] == 3000
+    fresh = dataclasses.replace(cfg, output=str(root / "nowhere"))
+    q = plan_run(fresh, model_bytes=0, per_gpu=1e6, usd_per_gpu_hour=3.0)
+    assert "output" not in q and not (root / "nowhere").exists() and "model_positions_per_byte" not in q
+    assert q["gpu"]["usd"] == pytest.approx(q["to_compress_bytes"] / 1e6 / 3600 * 3.0, abs=0.01)
+    assert cli(["plan", "--input", cfg.input, "--model-sample-bytes", "0", "--json"]) == 0
+    assert "not measured" in json.loads(capsys.readouterr().out)["gpu"]["rate_from"]

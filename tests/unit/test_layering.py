@@ -176,7 +176,7 @@ def test_what_an_import_pulls_in(modules, absent):
     assert out.stdout.strip() == "[]", (modules, out.stdout, out.stderr[-2000:])
 
 
-@pytest.mark.parametrize("cmd", ["status", "verify", "export"])
+@pytest.mark.parametrize("cmd", ["status", "plan", "verify", "export"])
 def test_read_side_help_starts_without_torch_or_ray(cmd):
     out = subprocess.run([sys.executable, "-X", "importtime", "-m", "pipeline.cli", cmd, "--help"], cwd=ROOT,
                          capture_output=True, text=True)
