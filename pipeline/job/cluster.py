@@ -46,14 +46,14 @@ def actor_threads(cfg: JobConfig, cpus: float) -> int:
 class Cluster:
     """The actors of one run; `meta` is what every output shard of the run is stamped with."""
 
-    def __init__(self, cfg: JobConfig, started_ray: bool):
+    def __init__(self, cfg: JobConfig, started_ray: bool, run_id: str = ""):
         self.cfg, self.started_ray = cfg, started_ray
         self.models, self.caches = [], []
         self._owned: list = []  # other actors of the run (the progress counter), killed with it
         self.machines: list[str] = []  # what the model actors compute on (device and kind)
         self.calibration_counts = Counts()  # model work for the thresholds (shards count their own)
         # Named, so that an operator (or a fault-injection test) can find them.
-        self.run_id = os.urandom(4).hex()
+        self.run_id = run_id or os.urandom(4).hex()
         local = started_ray or cfg.run.address == "local"
         self.actor_cpus = actor_cpus(cfg, ray.cluster_resources().get("CPU", 0.0), local)
         self._check_resources()
@@ -210,7 +210,7 @@ def endpoints() -> dict:
     return out
 
 
-def start_cluster(cfg: JobConfig) -> Cluster:
+def start_cluster(cfg: JobConfig, run_id: str = "") -> Cluster:
     started = False
     if not ray.is_initialized():
         address = cfg.run.address or os.environ.get("RAY_ADDRESS") or "local"
@@ -223,4 +223,4 @@ def start_cluster(cfg: JobConfig) -> Cluster:
         where = endpoints()
         print("[proxycomp] metrics: " + ", ".join(f"{k} {v}" for k, v in where.items()) if where else
               "[proxycomp] metrics: recorded, but this cluster exports none (no metrics agent)", file=sys.stderr)
-    return Cluster(cfg, started)
+    return Cluster(cfg, started, run_id)

@@ -15,6 +15,7 @@ coder runs, backpressure, retries, commits).
 
 from __future__ import annotations
 
+import os
 import re
 import signal
 import threading
@@ -36,6 +37,7 @@ from ..errors import Drained, Interrupted, JobError
 from ..redact import redact
 from ..store.files import exists, read_json, remove, remove_tree, write_bytes_atomic, write_json_atomic
 from ..store.layout import Marker, OutputLayout
+from ..store.lease import LeaseKeeper
 from ..store.markers import MarkerIndex
 from .calibration import calibrate
 from .cluster import Cluster, start_cluster
@@ -154,7 +156,13 @@ def run_job(cfg: JobConfig, shards: list[str] | None = None, force: bool = False
         return summary
     running = {t.name for t in todo}
     others = sum(1 for t in tasks if t.name in index.done and t.name not in running)
-    ctx = start_cluster(cfg)
+    lease = LeaseKeeper(cfg.output, cfg.storage_options, os.urandom(4).hex())
+    lease.acquire()  # one driver per output: refused here, before anything starts, when another holds it
+    try:
+        ctx = start_cluster(cfg, lease.lease.run_id)
+    except BaseException:
+        lease.release()
+        raise
     drain = Drain(cfg.run.drain_grace_s)
     restore = sigterm_drains(drain, log)  # from here on (after ray.init's handlers) a SIGTERM drains the run
     layout = OutputLayout(cfg.output)
@@ -207,6 +215,7 @@ def run_job(cfg: JobConfig, shards: list[str] | None = None, force: bool = False
     finally:
         ctx.shutdown()
         restore()
+        lease.release()
     return summary
 
 

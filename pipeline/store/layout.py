@@ -11,6 +11,7 @@
     _done/<name>.json           completion marker: written last, names the checksum
     _failed/<name>.json         why a shard failed (removed once it succeeds)
     _tmp/                       Parquet files being written (local outputs); cleared by the next run
+    _driver.json                the run writing the output now, renewed while it runs (store.lease)
     _runs/<time>-<run>.json     each run's summary (rates, cache, model busy fraction), for reports
     _runs/<time>-<run>.config.yaml  ... and the resolved config it ran with
     _index/markers.json.zst     the markers read so far, by listing tag (store.markers; a cache)
@@ -81,6 +82,10 @@ class OutputLayout:
     @property
     def tmp(self) -> str:
         return self._at("_tmp")
+
+    @property
+    def lease(self) -> str:
+        return self._at("_driver.json")
 
     @property
     def ledger(self) -> str:

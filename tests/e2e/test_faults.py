@@ -173,6 +173,30 @@ def test_sigterm_drains_then_a_resubmit_continues(setup, tmp_path):
     assert shard_hashes(out) == ref
 
 
+def test_a_second_driver_on_a_running_output_is_refused(setup, tmp_path, capsys):
+    """A manual `--shards` rerun while the main job runs: refused, naming the first
+    driver, before it starts or clears anything; the first finishes untouched."""
+    from pipeline.cli import main as cli
+
+    root, ckpt, ref = setup
+    out = tmp_path / "out"
+    proc = start_driver(root, out, ckpt, tmp_path / "driver.log")
+    try:
+        wait_first_marker(proc, out, [])
+        holder = json.loads((out / "_driver.json").read_text())
+        assert holder["pid"] == proc.pid or holder["host"]
+        same = [x for kv in ["segment.call_positions=512", "calibration.bytes=20000"] for x in ("--set", kv)]
+        rc = cli(["run", "--input", str(root / "in"), "--output", str(out), "--checkpoint", ckpt, "--shards", "part-00003",
+                  "--force", "--no-progress", "--set", "run.address=local", *same])
+        err = capsys.readouterr().err
+        assert rc == 2 and f"another driver is writing {out}: run {holder['run_id']}" in err, err
+        assert proc.wait(timeout=300) == 0
+    finally:
+        stop(proc)
+    assert not (out / "_driver.json").exists()  # released at the end
+    assert shard_hashes(out) == ref and not check_no_partial(out)
+
+
 def test_interrupted_driver_says_what_it_finished(setup, tmp_path):
     """Ctrl-C: exit status 130 and one line saying how many shards were committed and
     that the same command continues; no traceback. The log (as `ray job logs` shows it,
