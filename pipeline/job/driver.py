@@ -38,7 +38,7 @@ from ..redact import redact
 from ..store.files import exists, read_json, remove, remove_tree, write_bytes_atomic, write_json_atomic
 from ..store.layout import Marker, OutputLayout
 from ..store.lease import LeaseKeeper
-from ..store.markers import MarkerIndex
+from ..store.markers import LedgerRefresher, MarkerIndex
 from .calibration import calibrate
 from .cluster import Cluster, start_cluster
 from .plan import changed_inputs, check_mixing, continue_in_made_precision, group_small, plan_tasks, select, write_manifest
@@ -193,8 +193,12 @@ def run_job(cfg: JobConfig, shards: list[str] | None = None, force: bool = False
         cache = ctx.cache_client()
         if cache:
             summary.cache_loaded = load_warm(cfg, meta.namespace, cache, log)
-        for res in run_shards(ctx, groups, thresholds, meta, log, summary.retries, drain):
-            summary.add_shard(res)
+        ledger = LedgerRefresher(index, cfg.run.log_every_s).start()  # `status` while it runs: seconds
+        try:
+            for res in run_shards(ctx, groups, thresholds, meta, log, summary.retries, drain):
+                summary.add_shard(res)
+        finally:
+            ledger.stop()
         summary.drained = drain.requested
         summary.shards_left = len(todo) - summary.shards_done - summary.shards_failed
         if cache and cfg.cache.keep_bytes:

@@ -17,6 +17,7 @@ a lost, stale or corrupt ledger costs requests, not correctness.
 from __future__ import annotations
 
 import json
+import threading
 from datetime import datetime
 
 import fsspec
@@ -115,3 +116,42 @@ class MarkerIndex:
                     self._read[(kind, paths[path])] = json.loads(data)
                     self.fetched += 1
         return {n: self._read[(kind, n)] for n in names if (kind, n) in self._read}
+
+
+class LedgerRefresher:
+    """Keeps the ledger current while a run commits shards: every `every_s` a thread
+    lists the markers again, reads the ones written since (concurrently) and saves the
+    ledger, so that `status` during a long run finds them there instead of fetching
+    them one by one."""
+
+    def __init__(self, index: MarkerIndex, every_s: float):
+        self.index, self.every_s = index, every_s
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="proxycomp-ledger", daemon=True)
+        self.refreshes = 0
+
+    def start(self) -> LedgerRefresher:
+        if self.every_s > 0:
+            self._thread.start()
+        return self
+
+    def refresh(self) -> None:
+        fresh = MarkerIndex(self.index.output, self.index.so)
+        fresh.keep(self.index, set())
+        for kind in Marker:
+            fresh.markers(kind, sorted(fresh.names[kind]))
+        fresh.save()
+        self.index = fresh
+        self.refreshes += 1
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.every_s):
+            try:
+                self.refresh()
+            except Exception:  # noqa: BLE001 - a cache: a failed refresh costs the next status requests
+                pass
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread.is_alive():
+            self._thread.join(timeout=30)

@@ -197,6 +197,33 @@ def test_a_second_driver_on_a_running_output_is_refused(setup, tmp_path, capsys)
     assert shard_hashes(out) == ref and not check_no_partial(out)
 
 
+def test_the_ledger_follows_a_running_job(setup, tmp_path):
+    """While shards commit, the driver keeps the marker ledger current (every
+    run.log_every_s), so `status` during a long run reads markers from it."""
+    root, ckpt, _ = setup
+    out = tmp_path / "out"
+    cfg = job_config(str(root / "in"), str(out), ckpt, *SLOW, "run.log_every_s=0.5")
+    box: dict = {}
+    t = threading.Thread(target=lambda: box.update(s=run_job(cfg, log=lambda m: None)))
+    t.start()
+    seen = set()
+    deadline = time.time() + 240
+    while t.is_alive() and time.time() < deadline and not seen:
+        ledger = out / "_index" / "markers.json.zst"
+        done = {p.stem for p in (out / "_done").glob("*.json")} if (out / "_done").exists() else set()
+        if ledger.exists() and done:
+            try:
+                held = set(json.loads(zstandard.ZstdDecompressor().decompress(ledger.read_bytes())).get("_done", {}))
+            except (zstandard.ZstdError, ValueError):  # read while being replaced
+                held = set()
+            seen = held & done if len(done) < 4 else set()  # mid-job: the end of a run saves it anyway
+        time.sleep(0.1)
+    running_then = t.is_alive()
+    t.join(timeout=300)
+    assert seen and running_then, "no marker of this run reached the ledger while it ran"
+    assert box["s"].shards_done == 4
+
+
 def test_interrupted_driver_says_what_it_finished(setup, tmp_path):
     """Ctrl-C: exit status 130 and one line saying how many shards were committed and
     that the same command continues; no traceback. The log (as `ray job logs` shows it,
