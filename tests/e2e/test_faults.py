@@ -106,12 +106,12 @@ def test_killed_process_mid_shard(setup, tmp_path, what):
     assert shard_hashes(tmp_path / "out") == ref
 
 
-def start_driver(root: Path, out: Path, ckpt: str, log: Path) -> subprocess.Popen:
+def start_driver(root: Path, out: Path, ckpt: str, log: Path, *extra: str) -> subprocess.Popen:
     """`proxycomp run` as a user starts it, on a local Ray cluster of its own, slowed down."""
     cmd = [str(BIN / "proxycomp"), "run", "--input", str(root / "in"), "--output", str(out), "--checkpoint", ckpt,
            "--no-progress", "--set", "run.address=local", "--set", "run.metrics=false"]
     cmd += [x for kv in ["engine.lanes=64", "engine.group=32", "engine.compile=false", "segment.call_positions=512", "run.torch_threads=1",
-                         "calibration.bytes=20000", *SLOW] for x in ("--set", kv)]
+                         "calibration.bytes=20000", *SLOW, *extra] for x in ("--set", kv)]
     with open(log, "wb") as f:
         return subprocess.Popen(cmd, stdout=f, stderr=subprocess.STDOUT, env=env(), start_new_session=True)
 
@@ -147,15 +147,38 @@ def test_killed_driver_then_resubmit(setup, tmp_path):
     assert not (out / "_tmp").exists() or not any((out / "_tmp").iterdir())
 
 
-def test_sigterm_drains_then_a_resubmit_continues(setup, tmp_path):
-    """A preemption notice: SIGTERM to the driver. No new shard starts, the one in
-    flight commits, the run's summary is written, the exit status says "incomplete,
-    resubmit", and the resubmitted command makes the rest (byte-identical)."""
+def test_a_running_driver_holds_its_output_keeps_its_ledger_and_drains_on_sigterm(setup, tmp_path, capsys):
+    """One running `proxycomp run`, three things an operator meets:
+    - a second driver on its output (a manual `--shards` rerun) is refused, naming it,
+      before it starts or clears anything;
+    - the marker ledger follows the shards it commits (run.log_every_s), so `status`
+      during the run reads markers from it;
+    - SIGTERM (a preemption notice) drains it: no new shard starts, the ones in flight
+      commit, the run's summary is written, exit 75 says "resubmit", and the
+      resubmitted command makes the rest, byte-identical."""
+    from pipeline.cli import main as cli
+
     root, ckpt, ref = setup
     out = tmp_path / "out"
-    proc = start_driver(root, out, ckpt, tmp_path / "driver.log")
+    proc = start_driver(root, out, ckpt, tmp_path / "driver.log", "run.log_every_s=0.5")
     try:
         wait_first_marker(proc, out, [])
+        holder = json.loads((out / "_driver.json").read_text())
+        same = [x for kv in ["segment.call_positions=512", "calibration.bytes=20000"] for x in ("--set", kv)]
+        rc = cli(["run", "--input", str(root / "in"), "--output", str(out), "--checkpoint", ckpt, "--shards", "part-00003",
+                  "--force", "--no-progress", "--set", "run.address=local", *same])
+        err = capsys.readouterr().err
+        assert rc == 2 and f"another driver is writing {out}: run {holder['run_id']}" in err, err
+        seen, deadline = set(), time.time() + 30
+        while not seen and time.time() < deadline and proc.poll() is None:
+            done = {p.stem for p in (out / "_done").glob("*.json")}
+            try:
+                ledger = json.loads(zstandard.ZstdDecompressor().decompress((out / "_index" / "markers.json.zst").read_bytes()))
+                seen = set(ledger.get("_done", {})) & done if len(done) < 4 else set()
+            except (OSError, zstandard.ZstdError, ValueError):  # not there yet, or read while replaced
+                pass
+            time.sleep(0.1)
+        assert seen, "no marker of the running job reached the ledger while it ran"
         os.kill(proc.pid, signal.SIGTERM)
         status = proc.wait(timeout=240)
     finally:
@@ -163,7 +186,7 @@ def test_sigterm_drains_then_a_resubmit_continues(setup, tmp_path):
     log = (tmp_path / "driver.log").read_text()
     assert status == 75, log[-3000:]
     done = len(list((out / "_done").glob("*.json")))
-    assert 1 <= done < 4 and not check_no_partial(out)
+    assert 1 <= done < 4 and not check_no_partial(out) and not (out / "_driver.json").exists()
     assert "SIGTERM: draining" in log and "drained on SIGTERM" in log and "Traceback" not in log, log[-3000:]
     summaries = [json.loads(p.read_text()) for p in (out / "_runs").glob("*.json")]
     assert len(summaries) == 1 and summaries[0]["drained"] and summaries[0]["shards_done"] == done
@@ -171,57 +194,6 @@ def test_sigterm_drains_then_a_resubmit_continues(setup, tmp_path):
     s = run_job(job_config(str(root / "in"), str(out), ckpt), log=lambda m: None)
     assert s.shards_skipped == done and s.shards_done == 4 - done
     assert shard_hashes(out) == ref
-
-
-def test_a_second_driver_on_a_running_output_is_refused(setup, tmp_path, capsys):
-    """A manual `--shards` rerun while the main job runs: refused, naming the first
-    driver, before it starts or clears anything; the first finishes untouched."""
-    from pipeline.cli import main as cli
-
-    root, ckpt, ref = setup
-    out = tmp_path / "out"
-    proc = start_driver(root, out, ckpt, tmp_path / "driver.log")
-    try:
-        wait_first_marker(proc, out, [])
-        holder = json.loads((out / "_driver.json").read_text())
-        assert holder["pid"] == proc.pid or holder["host"]
-        same = [x for kv in ["segment.call_positions=512", "calibration.bytes=20000"] for x in ("--set", kv)]
-        rc = cli(["run", "--input", str(root / "in"), "--output", str(out), "--checkpoint", ckpt, "--shards", "part-00003",
-                  "--force", "--no-progress", "--set", "run.address=local", *same])
-        err = capsys.readouterr().err
-        assert rc == 2 and f"another driver is writing {out}: run {holder['run_id']}" in err, err
-        assert proc.wait(timeout=300) == 0
-    finally:
-        stop(proc)
-    assert not (out / "_driver.json").exists()  # released at the end
-    assert shard_hashes(out) == ref and not check_no_partial(out)
-
-
-def test_the_ledger_follows_a_running_job(setup, tmp_path):
-    """While shards commit, the driver keeps the marker ledger current (every
-    run.log_every_s), so `status` during a long run reads markers from it."""
-    root, ckpt, _ = setup
-    out = tmp_path / "out"
-    cfg = job_config(str(root / "in"), str(out), ckpt, *SLOW, "run.log_every_s=0.5")
-    box: dict = {}
-    t = threading.Thread(target=lambda: box.update(s=run_job(cfg, log=lambda m: None)))
-    t.start()
-    seen = set()
-    deadline = time.time() + 240
-    while t.is_alive() and time.time() < deadline and not seen:
-        ledger = out / "_index" / "markers.json.zst"
-        done = {p.stem for p in (out / "_done").glob("*.json")} if (out / "_done").exists() else set()
-        if ledger.exists() and done:
-            try:
-                held = set(json.loads(zstandard.ZstdDecompressor().decompress(ledger.read_bytes())).get("_done", {}))
-            except (zstandard.ZstdError, ValueError):  # read while being replaced
-                held = set()
-            seen = held & done if len(done) < 4 else set()  # mid-job: the end of a run saves it anyway
-        time.sleep(0.1)
-    running_then = t.is_alive()
-    t.join(timeout=300)
-    assert seen and running_then, "no marker of this run reached the ledger while it ran"
-    assert box["s"].shards_done == 4
 
 
 def test_interrupted_driver_says_what_it_finished(setup, tmp_path):
