@@ -20,19 +20,30 @@ class Progress:
     """Counters the shard tasks bump after every batch, and which worker process holds
     which shard; the driver polls them (a Ray actor in a job)."""
 
-    def __init__(self):
+    def __init__(self, clock=time.monotonic):
         self.docs = self.bytes = 0
         self.working: dict[str, int] = {}
+        self.last: dict[str, float] = {}  # when each shard in flight last made progress
+        self.clock = clock
 
-    def add(self, docs: int, nbytes: int) -> None:
+    def add(self, docs: int, nbytes: int, shards: tuple[str, ...] = ()) -> None:
         self.docs += docs
         self.bytes += nbytes
+        for s in shards:
+            self.last[s] = self.clock()
 
     def started(self, shard: str, pid: int) -> None:
         self.working[shard] = pid
+        self.last[shard] = self.clock()
 
     def finished(self, shard: str) -> None:
         self.working.pop(shard, None)
+        self.last.pop(shard, None)
+
+    def stalled(self, timeout_s: float) -> list[str]:
+        """Shards in flight that made no progress for timeout_s."""
+        now = self.clock()
+        return sorted(s for s, t in self.last.items() if now - t >= timeout_s)
 
     def get(self) -> tuple[int, int]:
         return self.docs, self.bytes

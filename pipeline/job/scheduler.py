@@ -136,6 +136,15 @@ def run_shards(cluster: Cluster, groups: list[list[ShardTask]], thresholds, meta
         else:  # only retries waiting out their backoff
             done = []
             time.sleep(0.1)
+        if cfg.run.stall_timeout_s and inflight:
+            stuck = set(ray.get(progress.stalled.remote(cfg.run.stall_timeout_s)))
+            for ref, (group, *_rest) in list(inflight.items()):
+                if stuck & {t.name for t in group}:
+                    log(f"{', '.join(sorted(stuck & {t.name for t in group}))}: no progress for "
+                        f"{cfg.run.stall_timeout_s:g} s: cancelled, to be retried (a system failure)")
+                    ray.cancel(ref, force=True)  # ray.get(ref) then raises TaskCancelledError: retried below
+                    for t in group:
+                        progress.finished.remote(t.name)
         docs, nbytes = ray.get(progress.get.remote())
         beat.progress(docs, nbytes, sum(len(v[0]) for v in inflight.values()))
         if cluster.metrics:

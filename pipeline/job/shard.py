@@ -41,7 +41,8 @@ def shard_task(group: list[ShardTask], cfg: JobConfig, service, caches, threshol
     the driver can retry the whole group."""
     backend = make_backend(cfg, service)
     cache = ShardedCache(caches, cfg.cache, invoke=lambda m, a: m.remote(a), wait=ray.get) if caches else None
-    report = (lambda d, b: progress.add.remote(d, b)) if progress is not None else None
+    names = tuple(t.name for t in group)
+    report = (lambda d, b: progress.add.remote(d, b, names)) if progress is not None else None
     for t in group:
         if progress is not None:
             progress.started.remote(t.name, os.getpid())

@@ -88,14 +88,17 @@ def kill_actor_process(suffix):
     return inject
 
 
-@pytest.mark.parametrize("what", ["model", "coder worker", "cache"])
+@pytest.mark.parametrize("what", ["model", "coder worker", "cache", "stalled coder worker"])
 def test_killed_process_mid_shard(setup, tmp_path, what):
+    """A process lost mid-shard, or one that stops making progress (SIGSTOP: a wedged
+    read, a hung call), is a system failure: retried without spending the shard's
+    own retries, and the output is the same bytes."""
     root, ckpt, ref = setup
     # No retries of a shard's own: losing a process is a system failure, retried apart.
-    cfg = job_config(str(root / "in"), str(tmp_path / "out"), ckpt, *SLOW, "run.max_retries=0")
-    if what == "coder worker":
+    cfg = job_config(str(root / "in"), str(tmp_path / "out"), ckpt, *SLOW, "run.max_retries=0", "run.stall_timeout_s=4")
+    if what in ("coder worker", "stalled coder worker"):
         def inject(prog, flying):
-            os.kill(next(iter(flying.values())), signal.SIGKILL)
+            os.kill(next(iter(flying.values())), signal.SIGSTOP if what.startswith("stalled") else signal.SIGKILL)
     else:
         inject = kill_actor_process("-model-0" if what == "model" else "-cache-0")
     s, fired = run_with_fault(cfg, inject)

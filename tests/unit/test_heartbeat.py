@@ -56,3 +56,18 @@ def test_no_progress_and_no_heartbeat():
     beat.shard(done("a", 300), 1)
     beat.close()
     assert lines == []
+
+
+def test_a_shard_without_progress_for_the_timeout_is_stalled():
+    from pipeline.job.progress import Progress
+
+    clock = Clock()
+    p = Progress(clock=clock)
+    p.started("a", 1)
+    p.started("b", 2)
+    clock.t += 50
+    p.add(3, 300, ("a",))
+    clock.t += 20
+    assert p.stalled(60) == ["b"] and p.stalled(100) == []
+    p.finished("b")
+    assert p.stalled(60) == [] and p.get() == (3, 300)
