@@ -79,7 +79,10 @@ def sample(url: str, cfg: AnalysisConfig, storage_options: dict | None = None) -
 
 
 def compressor(cfg: AnalysisConfig, storage_options: dict | None = None) -> NeuralCompressor:
-    return NeuralCompressor.load(read_checkpoint(cfg.checkpoint, storage_options), EngineConfig(precision=cfg.precision),
+    # Not compiled: a sample is small and the analyses call many shapes (each would compile
+    # once, 10-30 s on 2 cores); the integers are the same either way.
+    return NeuralCompressor.load(read_checkpoint(cfg.checkpoint, storage_options),
+                                 EngineConfig(precision=cfg.precision, compile=False),
                                  SegmentConfig())
 
 

@@ -9,6 +9,7 @@ summary.json (`--bench`), else the projection in deploy/README.md, which says it
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import time
 
@@ -91,7 +92,8 @@ def plan_run(cfg: JobConfig, sample_bytes: int = 256 << 10, model_bytes: int = 2
         left = {t.name for t in tasks if t.name not in done or t.name in stale}
         raw_total = raw_total * sum(t.size for t in tasks if t.name in left) / max(1, stored)
     if model_bytes and cfg.model.compressor.needs_model and docs:
-        comp = NeuralCompressor.load(read_checkpoint(cfg.model.checkpoint, cfg.storage_options), cfg.engine, cfg.segment)
+        engine = dataclasses.replace(cfg.engine, compile=False)  # a small sample: compiling would cost more than it saves
+        comp = NeuralCompressor.load(read_checkpoint(cfg.model.checkpoint, cfg.storage_options), engine, cfg.segment)
         few, n = [], 0
         for d in docs:
             if n >= model_bytes:
