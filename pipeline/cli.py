@@ -24,7 +24,7 @@ import sys
 
 import yaml
 
-from .config import Compressor, JobConfig, SampleSpec, load_config, secret_key as _secret_key
+from .config import Compressor, JobConfig, SampleSpec, load_config, secret_key
 from .errors import Drained, InternalError, Interrupted, JobError, SettingsError
 from .redact import redact
 
@@ -141,7 +141,7 @@ def cmd_status(a) -> int:
 def _rerun_command(output: str, names: list[str], so: dict) -> str:
     """A command to paste: the output's own config, the named shards, the storage options
     again (their secrets as the variables to fill in, never the values)."""
-    opts = "".join(f" --storage-option {k}=\"${{{k.upper()}}}\"" if _secret_key(k) else f" --storage-option {k}={v}"
+    opts = "".join(f" --storage-option {k}=\"${{{k.upper()}}}\"" if secret_key(k) else f" --storage-option {k}={v}"
                    for k, v in so.items())
     return f"proxycomp run --config {redact(output).rstrip('/')}/config.yaml --shards {','.join(names)}{opts}"
 

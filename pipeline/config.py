@@ -305,7 +305,7 @@ def absolute_paths(cfg: JobConfig) -> JobConfig:
 
 def dump_config(cfg: JobConfig) -> str:
     d = to_dict(cfg)
-    d["storage_options"] = {k: "***" if _secretish(k) else v for k, v in d["storage_options"].items()}
+    d["storage_options"] = {k: "***" if secret_key(k) else v for k, v in d["storage_options"].items()}
     return yaml.safe_dump(d, sort_keys=False)
 
 
@@ -389,7 +389,7 @@ def register_secrets(cfg: JobConfig) -> JobConfig:
         for k, v in d.items():
             if isinstance(v, dict):
                 walk(v)
-            elif _secretish(k) and isinstance(v, str):
+            elif secret_key(k) and isinstance(v, str):
                 register(v)
 
     walk(cfg.storage_options)
@@ -402,9 +402,5 @@ def register_secrets(cfg: JobConfig) -> JobConfig:
 
 def secret_key(key: str) -> bool:
     """Whether a storage option holds a credential (masked in config.yaml, never logged)."""
-    return _secretish(key)
-
-
-def _secretish(key: str) -> bool:
     k = key.lower()
     return any(s in k for s in ("secret", "password", "token", "key")) and "endpoint" not in k

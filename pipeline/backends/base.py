@@ -34,8 +34,3 @@ class Backend(Protocol):
     def maxrss(self) -> int:
         """Peak memory of the process doing the model work (0 where there is none)."""
         ...
-
-    @property
-    def needs_thresholds(self) -> bool:
-        """Whether entropy segmentation (and so calibration) applies."""
-        ...

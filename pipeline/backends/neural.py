@@ -38,7 +38,6 @@ class NeuralBackend:
     """A model service (a Ray actor handle, or the object itself in-process) as a Backend."""
 
     symbol_type = pa.uint16()
-    needs_thresholds = True
 
     def __init__(self, service, remote: bool):
         self.service, self.remote = service, remote

@@ -37,7 +37,6 @@ class _WholeDocument:
     """Base: one segment per document, symbols from `encode`, no cache."""
 
     symbol_type = pa.uint16()
-    needs_thresholds = False
 
     def segment(self, docs, thresholds):
         return [np.array([0, len(d)], np.int64) for d in docs], Counts()
