@@ -32,6 +32,7 @@ from dataclasses import asdict
 import s3fs
 
 from compressor_model.config import EngineConfig, Precision, SegmentConfig, Thresholds
+from compressor_model.corpus import list_shards
 from compressor_model.engine import NeuralCompressor
 from compressor_model.numerics import describe_machine
 from pipeline.config import dump_config, load_config, settings_key
@@ -81,8 +82,9 @@ class Moto:
             self.proc.wait(timeout=10)
 
 
-def populate(fs: s3fs.S3FileSystem, n: int, comp: NeuralCompressor, batch: int = 1000) -> None:
-    """N one-document input shards and their _done markers, as a finished run leaves them."""
+def populate(fs: s3fs.S3FileSystem, n: int, comp: NeuralCompressor, endpoint: str, batch: int = 1000) -> None:
+    """N one-document input shards and their _done markers, as a finished run leaves them:
+    each marker with its input's listing tag (the fingerprint `status` and `run` compare)."""
     fs.mkdir(BUCKET)
     th = Thresholds(3.0, 1.5, 95.0, 1, 1, comp.fingerprint)
     fs.pipe_file(f"{BUCKET}/out/thresholds.json", json.dumps(asdict(th)).encode())
@@ -90,14 +92,18 @@ def populate(fs: s3fs.S3FileSystem, n: int, comp: NeuralCompressor, batch: int =
     fs.pipe_file(f"{BUCKET}/out/config.yaml", dump_config(cfg).encode())
     settings = settings_key(cfg, comp.fingerprint)
     for start in range(0, n, batch):
+        fs.pipe({f"{BUCKET}/in/part-{i:05d}.jsonl": json.dumps({"content": f"x = {i}\n"}).encode() + b"\n"
+                 for i in range(start, min(n, start + batch))})
+    tags = {u.rsplit("/", 1)[-1].split(".")[0]: tag
+            for u, _, tag in list_shards(f"s3://{BUCKET}/in", {"endpoint_url": endpoint, "key": fs.key, "secret": fs.secret}, tags=True)}
+    for start in range(0, n, batch):
         files = {}
         for i in range(start, min(n, start + batch)):
             name = f"part-{i:05d}"
-            files[f"{BUCKET}/in/{name}.jsonl"] = json.dumps({"content": f"x = {i}\n"}).encode() + b"\n"
             marker = {"name": name, "input": f"s3://{BUCKET}/in/{name}.jsonl", "rows": 1, "rejects": 0, "docs_in": 1,
                       "bytes_in": 6, "symbols_out": 2, "parquet": {"bytes": 1000, "sha256": "0" * 64},
                       "namespace": comp.namespace, "fingerprint": comp.fingerprint,
-                      "settings": settings, "precision": "fp32"}
+                      "settings": settings, "precision": "fp32", "input_fingerprint": tags[name]}
             files[f"{BUCKET}/out/_done/{name}.json"] = json.dumps(marker).encode()
         fs.pipe(files)
 
@@ -135,7 +141,7 @@ def main(argv=None) -> int:
         fs = s3fs.S3FileSystem(endpoint_url=server.endpoint, key=key, secret=secret)
         comp = NeuralCompressor.load(None, EngineConfig(precision=Precision.FP32), SegmentConfig())
         t = time.perf_counter()
-        populate(fs, a.shards, comp)
+        populate(fs, a.shards, comp, server.endpoint)
         populate_s = time.perf_counter() - t
         so = [f"--storage-option=endpoint_url={server.endpoint}", f"--storage-option=key={key}",
               f"--storage-option=secret={secret}"]

@@ -79,6 +79,8 @@ class RunConfig:  # scheduling (its JobConfig field says so), but for doc_slice_
     max_system_retries: int = 10  # per shard, apart: after the cluster lost something (a worker, an actor, a node)
     retry_backoff_s: float = 2.0  # a retry starts this many seconds x its attempt later (at most 5x)
     stall_timeout_s: float = 900.0  # a shard task with no progress this long is cancelled and retried (0: never)
+    straggler_factor: float = 3.0  # at a job's tail, a task running this many times the median one gets a duplicate (0: never) ...
+    straggler_min_s: float = 120.0  # ... once it has run at least this long (the first attempt to commit wins)
     drain_grace_s: float = 120.0  # after SIGTERM: how long shards in flight get to commit (then abandoned, cleanly)
     max_failed_fraction: float = 0.5  # stop the job early when this share of finished shards failed ...
     min_failed_to_stop: int = 20  # ... and at least this many did (0: never stop early)

@@ -64,7 +64,7 @@ class Summary(Counts):
     cache_loaded: dict = field(default_factory=dict)  # entries an earlier run kept (pipeline.warm)
     cache_kept: dict = field(default_factory=dict)  # ... and those this run kept for the next
     nothing_to_do: bool = False  # every shard was done, with these settings: nothing was started
-    retries: dict = field(default_factory=dict)  # shard tasks retried, by failure class (job.scheduler.Failure)
+    retries: dict = field(default_factory=dict)  # shard tasks retried, by failure class (job.scheduler.Failure); "straggler": duplicates
     drained: bool = False  # stopped by SIGTERM: shards_left were not run (resubmit to continue)
     shards_left: int = 0
 
@@ -113,7 +113,8 @@ class Summary(Counts):
                              f"{c['percentile']:g}th percentiles of {c['sample_bytes']:,} bytes from {c['sample_docs']:,} "
                              f"documents in {c['sample_shards']} shard(s), {c['sample_seconds']:.1f} s")
         if self.retries:
-            lines.insert(-1, "retries: " + ", ".join(f"{n} after a {k} failure" for k, n in sorted(self.retries.items())))
+            lines.insert(-1, "retries: " + ", ".join(f"{n} duplicate attempt(s) of a straggler" if k == "straggler" else
+                                                     f"{n} after a {k} failure" for k, n in sorted(self.retries.items())))
         for name, reason in self.failed.items():
             lines.append(f"FAILED {name}: {reason}")
         return "\n".join(lines)

@@ -17,39 +17,52 @@ from compressor_model.records import Counts
 
 
 class Progress:
-    """Counters the shard tasks bump after every batch, and which worker process holds
-    which shard; the driver polls them (a Ray actor in a job)."""
+    """Counters the shard tasks bump after every batch, which attempt (a launch of a
+    shard task) holds which shards in which worker process, and which attempt owns each
+    group's commit; the driver polls them (a Ray actor in a job)."""
 
     def __init__(self, clock=time.monotonic):
         self.docs = self.bytes = 0
-        self.working: dict[str, int] = {}
-        self.last: dict[str, float] = {}  # when each shard in flight last made progress
+        self.working: dict[int, tuple[tuple[str, ...], int]] = {}  # attempt -> (shards, pid)
+        self.last: dict[int, float] = {}  # when each attempt in flight last made progress
+        self.owners: dict[str, int] = {}  # group -> the attempt allowed to commit it
         self.clock = clock
 
-    def add(self, docs: int, nbytes: int, shards: tuple[str, ...] = ()) -> None:
+    def add(self, docs: int, nbytes: int, attempt: int | None = None) -> None:
         self.docs += docs
         self.bytes += nbytes
-        for s in shards:
-            self.last[s] = self.clock()
+        if attempt in self.last:
+            self.last[attempt] = self.clock()
 
-    def started(self, shard: str, pid: int) -> None:
-        self.working[shard] = pid
-        self.last[shard] = self.clock()
+    def started(self, attempt: int, shards: tuple[str, ...], pid: int) -> None:
+        self.working[attempt] = (tuple(shards), pid)
+        self.last[attempt] = self.clock()
 
-    def finished(self, shard: str) -> None:
-        self.working.pop(shard, None)
-        self.last.pop(shard, None)
+    def finished(self, attempt: int) -> None:
+        self.working.pop(attempt, None)
+        self.last.pop(attempt, None)
 
-    def stalled(self, timeout_s: float) -> list[str]:
-        """Shards in flight that made no progress for timeout_s."""
+    def stalled(self, timeout_s: float) -> list[int]:
+        """Attempts in flight that made no progress for timeout_s."""
         now = self.clock()
-        return sorted(s for s, t in self.last.items() if now - t >= timeout_s)
+        return sorted(a for a, t in self.last.items() if now - t >= timeout_s)
+
+    def claim(self, group: str, attempt: int) -> bool:
+        """Whether `attempt` may commit `group`: the first to ask may, and only it (a
+        straggler and its duplicate make the same bytes; one of them writes them)."""
+        return self.owners.setdefault(group, attempt) == attempt
+
+    def release(self, group: str, attempt: int) -> None:
+        """The owner failed: the group's next attempt may commit it."""
+        if self.owners.get(group) == attempt:
+            del self.owners[group]
 
     def get(self) -> tuple[int, int]:
         return self.docs, self.bytes
 
     def in_flight(self) -> dict[str, int]:
-        return dict(self.working)
+        """Shard -> the worker process of its latest attempt."""
+        return {s: pid for shards, pid in self.working.values() for s in shards}
 
 
 def _duration(s: float) -> str:

@@ -12,17 +12,26 @@ A failed task is retried after a backoff, by what failed:
 
 When most finished shards fail (run.max_failed_fraction, after run.min_failed_to_stop
 of them) the job stops early with the most common reason, instead of walking the
-whole corpus into the same error."""
+whole corpus into the same error.
+
+At the tail of a job, when a worker is idle and nothing waits to start, the longest
+running task past run.straggler_factor x the median finished one (and
+run.straggler_min_s) gets a duplicate attempt. Outputs are deterministic, and the
+Progress actor lets only the first attempt to commit a group write it; the other is
+cancelled, or finds the group taken and discards its uncommitted files."""
 
 from __future__ import annotations
 
 import enum
 import re
+import statistics
 import time
 from collections import Counter
+from dataclasses import dataclass
 
 import ray
 import ray.exceptions as rex
+from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
 from ..errors import JobError
 from ..redact import redact
@@ -30,7 +39,7 @@ from ..store.parquet import OutputMeta
 from .cluster import Cluster
 from .plan import ShardTask
 from .progress import Heartbeat, Progress
-from .shard import mark_failed, shard_task
+from .shard import SUPERSEDED, mark_failed, shard_task
 
 
 class Failure(enum.Enum):
@@ -94,43 +103,76 @@ class Drain:
         return self.requested and (self.abandon or self.clock() - self.since >= self.grace_s)
 
 
+@dataclass
+class Attempt:
+    """One launch of a shard task: its group, the retries it has spent, its id (the
+    Progress actor's key) and when it started."""
+
+    group: list[ShardTask]
+    tries: int
+    system: int
+    launch: int
+    t0: float
+
+    @property
+    def key(self) -> str:
+        return ",".join(t.name for t in self.group)
+
+
 def run_shards(cluster: Cluster, groups: list[list[ShardTask]], thresholds, meta: OutputMeta, log=print,
                retries: dict | None = None, drain: Drain | None = None):
     """Yields one ShardResult per shard, keeping shard_workers tasks (a shard, or a
-    group of small ones) in flight and retrying failed ones (see the module's doc);
-    `retries` counts them by Failure value. With a `drain` requested it launches no
-    more and returns once the shards in flight are done (or abandoned)."""
+    group of small ones) in flight, retrying failed ones and duplicating stragglers
+    (see the module's doc); `retries` counts them by Failure value (and "straggler").
+    With a `drain` requested it launches no more and returns once the shards in
+    flight are done (or abandoned)."""
     retries = retries if retries is not None else {}
     drain = drain or Drain(0.0)
     cfg = cluster.cfg
     beat = Heartbeat(sum(map(len, groups)), len(cluster.models), log, cfg.run.progress, cfg.run.log_every_s)
-    progress = ray.remote(Progress).options(num_cpus=0, name=cluster.name("progress")).remote()
+    # On the driver's node: the counters (and who may commit what) live as long as the
+    # driver does, not as long as some node a spot reclaim can take (a test lost them so).
+    here = NodeAffinitySchedulingStrategy(ray.get_runtime_context().get_node_id(), soft=False)
+    progress = ray.remote(Progress).options(num_cpus=0, name=cluster.name("progress"), scheduling_strategy=here).remote()
     cluster.own(progress)
     task_fn = ray.remote(shard_task).options(num_cpus=cfg.run.shard_cpus, resources=cfg.run.shard_resources, max_retries=0)
-    # (group, task retries, system retries, not before: a retry waits out its backoff)
-    queue = [(g, 0, 0, 0.0) for g in groups]
-    finished, failed = 0, []
+    queue = [(g, 0, 0, 0.0) for g in groups]  # (group, task retries, system retries, not before: a backoff)
+    finished, failed, took = 0, [], []  # took: seconds of the finished tasks (stragglers are measured by them)
     if cluster.metrics:
         cluster.metrics.start(sum(map(len, groups)))
-    inflight: dict = {}
+    inflight: dict = {}  # ref -> Attempt
     n = 0
+
+    def launch(group, tries, system):
+        nonlocal n
+        model = cluster.models[n % len(cluster.models)] if cluster.models else None
+        ref = task_fn.remote(group, cfg, model, cluster.caches, thresholds, meta, progress, n)
+        inflight[ref] = Attempt(group, tries, system, n, time.monotonic())
+        n += 1
+
+    def running() -> int:
+        return sum(len(a.group) for a in {a.key: a for a in inflight.values()}.values())
+
     while queue or inflight:
         if drain.requested and not inflight:
             break
         if drain.give_up():
             for ref in inflight:
                 ray.cancel(ref, force=True)  # uncommitted: no output, no marker
-            log(f"drain: abandoned {sum(len(v[0]) for v in inflight.values())} shard(s) in flight")
+            log(f"drain: abandoned {running()} shard(s) in flight")
             break
         ready = [q for q in queue if q[3] <= time.monotonic()] if not drain.requested else []
         while ready and len(inflight) < cfg.run.shard_workers:
             item = ready.pop(0)
             queue.remove(item)
-            task, attempt, system, _ = item
-            model = cluster.models[n % len(cluster.models)] if cluster.models else None
-            n += 1
-            ref = task_fn.remote(task, cfg, model, cluster.caches, thresholds, meta, progress)
-            inflight[ref] = (task, attempt, system)
+            launch(*item[:3])
+        if not queue and not drain.requested and len(inflight) < cfg.run.shard_workers:
+            slow = _straggler(inflight, took, cfg.run.straggler_factor, cfg.run.straggler_min_s)
+            if slow is not None:
+                retries["straggler"] = retries.get("straggler", 0) + 1
+                log(f"{slow.key}: running {time.monotonic() - slow.t0:.0f} s, over run.straggler_factor="
+                    f"{cfg.run.straggler_factor:g} x the median shard task: a duplicate attempt started (the first to commit wins)")
+                launch(slow.group, slow.tries, slow.system)
         if inflight:
             done, _ = ray.wait(list(inflight), num_returns=1, timeout=0.5)
         else:  # only retries waiting out their backoff
@@ -138,39 +180,49 @@ def run_shards(cluster: Cluster, groups: list[list[ShardTask]], thresholds, meta
             time.sleep(0.1)
         if cfg.run.stall_timeout_s and inflight:
             stuck = set(ray.get(progress.stalled.remote(cfg.run.stall_timeout_s)))
-            for ref, (group, *_rest) in list(inflight.items()):
-                if stuck & {t.name for t in group}:
-                    log(f"{', '.join(sorted(stuck & {t.name for t in group}))}: no progress for "
-                        f"{cfg.run.stall_timeout_s:g} s: cancelled, to be retried (a system failure)")
+            for ref, a in list(inflight.items()):
+                if a.launch in stuck:
+                    log(f"{a.key}: no progress for {cfg.run.stall_timeout_s:g} s: cancelled, to be retried (a system failure)")
                     ray.cancel(ref, force=True)  # ray.get(ref) then raises TaskCancelledError: retried below
-                    for t in group:
-                        progress.finished.remote(t.name)
+                    progress.finished.remote(a.launch)
         docs, nbytes = ray.get(progress.get.remote())
-        beat.progress(docs, nbytes, sum(len(v[0]) for v in inflight.values()))
+        beat.progress(docs, nbytes, running())
         if cluster.metrics:
             cluster.metrics.progress(docs, nbytes)
         for ref in done:
-            group, attempt, system = inflight.pop(ref)
+            a = inflight.pop(ref)
+            others = [r for r, b in inflight.items() if b.key == a.key]  # a straggler's other attempt
             try:
                 results = ray.get(ref)
             except Exception as e:  # noqa: BLE001 - retried by its class (the module's doc), then failed
+                progress.release.remote(a.key, a.launch)
+                if others:
+                    continue  # the other attempt carries on
                 kind = classify(e)
-                if kind is Failure.SYSTEM and system < cfg.run.max_system_retries:
+                if kind is Failure.SYSTEM and a.system < cfg.run.max_system_retries:
                     retries[kind.value] = retries.get(kind.value, 0) + 1
-                    backoff = min(cfg.run.retry_backoff_s * (system + 1), 5 * cfg.run.retry_backoff_s)
-                    queue.append((group, attempt, system + 1, time.monotonic() + backoff))
+                    backoff = min(cfg.run.retry_backoff_s * (a.system + 1), 5 * cfg.run.retry_backoff_s)
+                    queue.append((a.group, a.tries, a.system + 1, time.monotonic() + backoff))
                     continue
-                if kind is Failure.TASK and attempt < cfg.run.max_retries:  # later, not holding up the others
+                if kind is Failure.TASK and a.tries < cfg.run.max_retries:  # later, not holding up the others
                     retries[kind.value] = retries.get(kind.value, 0) + 1
-                    backoff = min(cfg.run.retry_backoff_s * (attempt + 1), 5 * cfg.run.retry_backoff_s)
-                    queue.append((group, attempt + 1, system, time.monotonic() + backoff))
+                    backoff = min(cfg.run.retry_backoff_s * (a.tries + 1), 5 * cfg.run.retry_backoff_s)
+                    queue.append((a.group, a.tries + 1, a.system, time.monotonic() + backoff))
                     continue
-                results = [mark_failed(t, cfg, _root_cause(e), last_frame(e)) for t in group]
+                results = [mark_failed(t, cfg, _root_cause(e), last_frame(e)) for t in a.group]
+            if results and results[0].status == SUPERSEDED:  # the other attempt owns the commit
+                if not others:  # ... and failed after it took it: run the group again
+                    queue.append((a.group, a.tries, a.system, 0.0))
+                continue
+            for other in others:  # this attempt committed: the other's work goes (it aborts its own writes)
+                ray.cancel(other)
+                progress.finished.remote(inflight.pop(other).launch)
+            took.append(time.monotonic() - a.t0)
             for r in results:
                 finished += 1
                 if r.status != "done":
                     failed.append(r)
-                beat.shard(r, sum(len(v[0]) for v in inflight.values()))
+                beat.shard(r, running())
                 if cluster.metrics:
                     cluster.metrics.shard(r)
                 yield r
@@ -185,6 +237,18 @@ def run_shards(cluster: Cluster, groups: list[list[ShardTask]], thresholds, meta
                                f"run.min_failed_to_stop={stop}); {same} of them with: {redact(reason)}. Finished shards "
                                "stay done: fix the cause and run the same command again")
     beat.close()
+
+
+def _straggler(inflight: dict, took: list[float], factor: float, min_s: float) -> Attempt | None:
+    """The longest-running attempt that has no duplicate yet, when it has run over
+    `factor` x the median finished task (and `min_s`); None when there is none."""
+    if not factor or not took or not inflight:
+        return None
+    limit = max(factor * statistics.median(took), min_s)
+    keys = Counter(a.key for a in inflight.values())
+    now = time.monotonic()
+    slow = [a for a in inflight.values() if keys[a.key] == 1 and now - a.t0 > limit]
+    return min(slow, key=lambda a: a.t0) if slow else None
 
 
 def _root_cause(e: BaseException) -> BaseException:

@@ -34,24 +34,36 @@ from .plan import ShardTask
 from .stages import Compress, ShardResult, Write
 
 
+SUPERSEDED = "superseded"  # a result's status when another attempt of its group committed it
+
+
+class Superseded(Exception):
+    """Another attempt of this group (a straggler's duplicate) committed it first."""
+
+
 def shard_task(group: list[ShardTask], cfg: JobConfig, service, caches, thresholds, meta: OutputMeta,
-               progress) -> list[ShardResult]:
+               progress, attempt: int = 0) -> list[ShardResult]:
     """Body of one Ray task: a shard, or a group of small shards sharing model calls.
     Input problems come back as failed results (permanent); anything else raises so
-    the driver can retry the whole group."""
+    the driver can retry the whole group. `attempt` is this launch's id: it reports
+    progress under it and commits only if the Progress actor says the group is its."""
     backend = make_backend(cfg, service)
     cache = ShardedCache(caches, cfg.cache, invoke=lambda m, a: m.remote(a), wait=ray.get) if caches else None
     names = tuple(t.name for t in group)
-    report = (lambda d, b: progress.add.remote(d, b, names)) if progress is not None else None
-    for t in group:
-        if progress is not None:
-            progress.started.remote(t.name, os.getpid())
+    report = claim = None
+    if progress is not None:
+        report = lambda d, b: progress.add.remote(d, b, attempt)  # noqa: E731
+        claim = lambda: ray.get(progress.claim.remote(",".join(names), attempt))  # noqa: E731
+        progress.started.remote(attempt, names, os.getpid())
     try:
-        pairs = process_shards(group, cfg, backend, cache, thresholds, meta, report, commit_marker)
+        pairs = process_shards(group, cfg, backend, cache, thresholds, meta, report, commit_marker, claim)
+        if claim is not None and not claim():  # every shard failed: the failures are the owner's to record
+            raise Superseded()
+    except Superseded:
+        return [ShardResult(t.name, t.input_url, SUPERSEDED) for t in group]
     finally:
-        for t in group:
-            if progress is not None:
-                progress.finished.remote(t.name)
+        if progress is not None:
+            progress.finished.remote(attempt)
     return [mark_failed(t, cfg, r) if isinstance(r, BaseException) else r for t, r in pairs]
 
 
@@ -135,7 +147,7 @@ class ShardJob:
 
 
 def process_shards(tasks: list[ShardTask], cfg: JobConfig, backend: Backend, cache, thresholds, meta: OutputMeta,
-                   progress=None, committed=None) -> list[tuple[ShardTask, ShardResult | BaseException]]:
+                   progress=None, committed=None, claim=None) -> list[tuple[ShardTask, ShardResult | BaseException]]:
     """Read, compress and commit shards, streaming: one shard, or several small ones whose
     documents share model calls so that a tiny shard does not pay for a whole batch of
     fixed-shape model work. Each shard is read, written and committed on its own, and its
@@ -145,7 +157,9 @@ def process_shards(tasks: list[ShardTask], cfg: JobConfig, backend: Backend, cac
     that failed it; output appears only for shards where everything worked. Anything
     else raises, with every unfinished shard's output discarded, for the caller to retry.
     `committed(task, cfg, result, meta)` is called as soon as a shard's output is in
-    place (shard_task writes its marker then, not after the whole group).
+    place (shard_task writes its marker then, not after the whole group). `claim()`,
+    asked before the first output is published, says whether this attempt may commit;
+    when it may not, everything unfinished is discarded and Superseded raised.
     """
     compress = Compress(cfg, backend, cache, thresholds)
     jobs: list[ShardJob] = []
@@ -177,6 +191,8 @@ def process_shards(tasks: list[ShardTask], cfg: JobConfig, backend: Backend, cac
         waiting = {id(j) for j, _ in batch}
         for j in list(read_all):
             if id(j) not in waiting:
+                if claim is not None and j.error is None and not claim():
+                    raise Superseded()
                 read_all.remove(j)
                 out[j.task.index] = j.error if j.error is not None else j.finish()
                 if committed is not None and j.error is None:

@@ -23,7 +23,7 @@ from ..store.parquet import OutRow, ShardWriter
 class ShardResult(Counts):
     name: str
     input_url: str
-    status: str  # "done" or "failed"
+    status: str  # "done", "failed", or "superseded" (job.shard.SUPERSEDED: another attempt committed it)
     reason: str = ""
     stage_seconds: dict = field(default_factory=dict)
     parquet: dict = field(default_factory=dict)  # rows, bytes, sha256

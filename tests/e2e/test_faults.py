@@ -43,8 +43,8 @@ def setup(cluster, tmp_path_factory):
     root = tmp_path_factory.mktemp("faults")
     ckpt = tiny_checkpoint(root / "tiny.pt")
     make_input(root / "in", n_shards=4, max_bytes=40_000)
-    ref = job_config(str(root / "in"), str(root / "ref"), ckpt, *SLOW)
-    s = run_job(ref, log=lambda m: None)
+    # At full speed: SLOW changes the scheduling only, never the bytes (outputs are batch-invariant).
+    s = run_job(job_config(str(root / "in"), str(root / "ref"), ckpt), log=lambda m: None)
     assert s.shards_done == 4
     return root, ckpt, shard_hashes(root / "ref")
 
@@ -107,6 +107,35 @@ def test_killed_process_mid_shard(setup, tmp_path, what):
     # (the cache client takes a lost cache actor's keys as misses: nothing to retry there)
     assert "task" not in s.retries and (what == "cache" or s.retries.get("system", 0) >= 1), s.retries
     assert shard_hashes(tmp_path / "out") == ref
+
+
+def test_a_straggler_at_the_tail_gets_a_duplicate_and_one_commit(setup, tmp_path):
+    """A shard task that stops moving (SIGSTOP; stall detection off) while the rest
+    finish: once a worker is idle and nothing waits, it gets a duplicate attempt, which
+    commits. Resumed, the stopped attempt leaves no trace (its files are discarded),
+    and the output is the same bytes."""
+    root, ckpt, ref = setup
+    out = tmp_path / "out"
+    cfg = job_config(str(root / "in"), str(out), ckpt, *SLOW, "run.max_retries=0", "run.stall_timeout_s=0",
+                     "run.straggler_factor=1.5", "run.straggler_min_s=0")
+    stopped = []
+
+    def inject(prog, flying):
+        stopped.append(next(iter(flying.values())))
+        os.kill(stopped[0], signal.SIGSTOP)
+
+    try:
+        s, fired = run_with_fault(cfg, inject)
+    finally:
+        for pid in stopped:
+            os.kill(pid, signal.SIGCONT)
+    assert fired and s.shards_done == 4 and s.retries == {"straggler": 1}, (s.retries, s.failed)
+    deadline = time.time() + 60  # the resumed attempt is cancelled, or finds its group taken: it discards its files
+    while any((out / "_tmp").iterdir()) and time.time() < deadline:
+        time.sleep(0.1)
+    assert not any((out / "_tmp").iterdir())
+    assert shard_hashes(out) == ref and not check_no_partial(out)
+    assert len(list((out / "_done").glob("*.json"))) == 4 and not (out / "_failed").exists()
 
 
 def start_driver(root: Path, out: Path, ckpt: str, log: Path, *extra: str) -> subprocess.Popen:

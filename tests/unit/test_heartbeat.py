@@ -63,11 +63,25 @@ def test_a_shard_without_progress_for_the_timeout_is_stalled():
 
     clock = Clock()
     p = Progress(clock=clock)
-    p.started("a", 1)
-    p.started("b", 2)
+    p.started(1, ("a",), 101)
+    p.started(2, ("b", "c"), 102)
     clock.t += 50
-    p.add(3, 300, ("a",))
+    p.add(3, 300, 1)
     clock.t += 20
-    assert p.stalled(60) == ["b"] and p.stalled(100) == []
-    p.finished("b")
+    assert p.stalled(60) == [2] and p.stalled(100) == []
+    assert p.in_flight() == {"a": 101, "b": 102, "c": 102}
+    p.finished(2)
     assert p.stalled(60) == [] and p.get() == (3, 300)
+
+
+def test_only_one_attempt_of_a_group_commits_it():
+    """A straggler and its duplicate: the first to commit owns the group; when the
+    owner fails, the next attempt may."""
+    from pipeline.job.progress import Progress
+
+    p = Progress()
+    assert p.claim("a", 1) and p.claim("a", 1) and not p.claim("a", 2)
+    p.release("a", 2)  # not the owner: nothing changes
+    assert not p.claim("a", 2)
+    p.release("a", 1)
+    assert p.claim("a", 2) and not p.claim("a", 1)
