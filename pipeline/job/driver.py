@@ -301,12 +301,17 @@ def calibrate_job(cfg: JobConfig, log=print):
     """`proxycomp calibrate`: (re)compute and store the thresholds."""
     check_job(cfg)
     tasks = plan_tasks(cfg)
-    ctx = start_cluster(cfg)
+    lease = LeaseKeeper(cfg.output, cfg.storage_options, os.urandom(4).hex())
+    lease.acquire()  # new thresholds under a running job would mix two segmentations in one output
     try:
-        th = calibrate(ctx, tasks)
+        ctx = start_cluster(cfg, lease.lease.run_id)
+        try:
+            th = calibrate(ctx, tasks)
+        finally:
+            ctx.shutdown()
+        write_json_atomic(OutputLayout(cfg.output).thresholds, asdict(th), cfg.storage_options)
     finally:
-        ctx.shutdown()
-    write_json_atomic(OutputLayout(cfg.output).thresholds, asdict(th), cfg.storage_options)
+        lease.release()
     return th
 
 

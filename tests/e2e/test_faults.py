@@ -129,7 +129,8 @@ def test_a_straggler_at_the_tail_gets_a_duplicate_and_one_commit(setup, tmp_path
     finally:
         for pid in stopped:
             os.kill(pid, signal.SIGCONT)
-    assert fired and s.shards_done == 4 and s.retries == {"straggler": 1}, (s.retries, s.failed)
+    # (on a busy machine another slow task may get its duplicate too: at least this one did)
+    assert fired and s.shards_done == 4 and s.retries.get("straggler", 0) >= 1 and "task" not in s.retries, (s.retries, s.failed)
     deadline = time.time() + 60  # the resumed attempt is cancelled, or finds its group taken: it discards its files
     while any((out / "_tmp").iterdir()) and time.time() < deadline:
         time.sleep(0.1)
@@ -181,8 +182,8 @@ def test_killed_driver_then_resubmit(setup, tmp_path):
 
 def test_a_running_driver_holds_its_output_keeps_its_ledger_and_drains_on_sigterm(setup, tmp_path, capsys):
     """One running `proxycomp run`, three things an operator meets:
-    - a second driver on its output (a manual `--shards` rerun) is refused, naming it,
-      before it starts or clears anything;
+    - a second driver on its output (a manual `--shards` rerun, or `calibrate`) is
+      refused, naming it, before it starts or clears anything;
     - the marker ledger follows the shards it commits (run.log_every_s), so `status`
       during the run reads markers from it;
     - SIGTERM (a preemption notice) drains it: no new shard starts, the ones in flight
@@ -201,6 +202,11 @@ def test_a_running_driver_holds_its_output_keeps_its_ledger_and_drains_on_sigter
                   "--force", "--no-progress", "--set", "run.address=local", *same])
         err = capsys.readouterr().err
         assert rc == 2 and f"another driver is writing {out}: run {holder['run_id']}" in err, err
+        # New thresholds under it would mix two segmentations: `calibrate` is refused alike.
+        rc = cli(["calibrate", "--input", str(root / "in"), "--output", str(out), "--checkpoint", ckpt,
+                  "--set", "run.address=local", *same])
+        err = capsys.readouterr().err
+        assert rc == 2 and f"run {holder['run_id']}" in err and (out / "thresholds.json").exists(), err
         seen, deadline = set(), time.time() + 30
         while not seen and time.time() < deadline and proc.poll() is None:
             done = {p.stem for p in (out / "_done").glob("*.json")}
