@@ -23,8 +23,10 @@ setup: $(STAMP)
 demo: $(STAMP)
 	$(VENV)/bin/proxycomp demo
 
+# Two test processes, each file in one of them (a module's Ray cluster and fixtures stay
+# in one process; the trainer's files, collected first, run before any in-process Ray).
 test: $(STAMP)
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q -n 2 --dist loadfile
 
 bench: $(STAMP)
 	$(PY) -m benchmarks.coder --json

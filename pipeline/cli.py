@@ -120,7 +120,7 @@ def cmd_status(a) -> int:
     from .job.plan import shard_status
 
     cfg = _output_config(a.output, _storage_options(a.storage_option))
-    st = shard_status(cfg)
+    st = shard_status(cfg, max_reads=a.max_reads or None)
     if a.json:
         print(json.dumps(st))
     else:
@@ -129,6 +129,9 @@ def cmd_status(a) -> int:
               + (f"; {c['stale']} of the done are stale (input changed since; `run` redoes them)" if c["stale"] else ""))
         t = st["totals"]
         print(f"rows {t['rows']:,}  rejects {t['rejects']:,}  bytes in {t['bytes_in']:,}  symbols out {t['symbols_out']:,}")
+        if c["unread"]:
+            print(f"(totals and the stale check cover {c['done'] - c['unread']:,} of the {c['done']:,} done shards: "
+                  f"{c['unread']:,} markers are not in the ledger yet; `--max-reads 0` reads them all)")
         for name, reason in st["failed"].items():
             print(f"FAILED {name}: {reason}")
         if a.failed and st["failed"]:
@@ -320,6 +323,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--output", required=True, help="a proxycomp output URL")
     p.add_argument("--json", action="store_true", help="print the shard lists and counts as JSON")
     p.add_argument("--failed", action="store_true", help="also print a command that reruns the failed shards")
+    p.add_argument("--max-reads", type=int, default=2000, metavar="N",
+                   help="done markers to fetch that the ledger does not hold yet, for totals and the stale check "
+                        "(default 2000: seconds; the rest are counted, and said; 0: every one)")
     _common(p)
     p.set_defaults(fn=cmd_status)
 

@@ -174,23 +174,30 @@ def changed_inputs(tasks: list[ShardTask], done_markers: dict[str, dict]) -> lis
             and done_markers[t.name].get("input_fingerprint") not in (None, t.fingerprint)]
 
 
-def shard_status(cfg: JobConfig, index: MarkerIndex | None = None) -> dict:
-    """Done / failed / pending per input shard, from the markers (the source of truth);
-    `index`: the output's markers, when the caller listed them already."""
+def shard_status(cfg: JobConfig, index: MarkerIndex | None = None, max_reads: int | None = None) -> dict:
+    """Done / failed / pending per input shard, from the markers' listings (the source of
+    truth); `index`: the output's markers, when the caller listed them already.
+
+    Totals and staleness need the done markers' contents. Those the ledger lacks are
+    fetched, at most `max_reads` of them (None: all): over a large output whose ledger
+    is behind, the counts come at once and `unread` says how many done shards the
+    totals and the stale check do not cover yet."""
     with ThreadPoolExecutor(1) as pool:  # the output's listings while the input is listed
         listing = pool.submit(MarkerIndex, cfg.output, cfg.storage_options) if index is None else None
         tasks = plan_tasks(cfg)
         index = index or listing.result()
     names = [t.name for t in tasks]
-    done = index.markers(Marker.DONE, [n for n in names if n in index.done])
+    listed = [n for n in names if n in index.done]
+    skip = set(index.unread(Marker.DONE, listed)[max_reads:]) if max_reads is not None else set()
+    done = index.markers(Marker.DONE, [n for n in listed if n not in skip])
     failed = index.markers(Marker.FAILED, [n for n in names if n in index.failed])
     totals = {k: sum(m.get(k, 0) for m in done.values()) for k in ("rows", "rejects", "bytes_in", "symbols_out")}
-    out = {"done": [n for n in names if n in done],
+    out = {"done": [n for n in names if n in done or n in skip],
            "failed": {n: failed[n].get("reason", "") for n in names if n in failed},
-           "pending": [n for n in names if n not in done and n not in failed],
            "stale": changed_inputs(tasks, done)}  # done, but made from an earlier version of the input
+    out["pending"] = [n for n in names if n not in out["done"] and n not in out["failed"]]
     out["counts"] = {"total": len(tasks), "done": len(out["done"]), "failed": len(out["failed"]), "pending": len(out["pending"]),
-                     "stale": len(out["stale"])}
+                     "stale": len(out["stale"]), "unread": len(skip)}
     out["totals"] = totals
     return out
 

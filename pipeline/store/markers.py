@@ -106,6 +106,11 @@ class MarkerIndex:
             if name not in changed and earlier.tags[kind].get(name) == self.tags[kind].get(name):
                 self._read[(kind, name)] = m
 
+    def unread(self, kind: Marker, names) -> list[str]:
+        """Those of `names` with a marker of this kind that neither the ledger nor an
+        earlier read holds: what reading them would fetch."""
+        return [n for n in names if (kind, n) not in self._read and n in self.names[kind]]
+
     def markers(self, kind: Marker, names) -> dict[str, dict]:
         """Contents of these markers, fetched together; names without one are left out."""
         want = [n for n in names if (kind, n) not in self._read and n in self.names[kind]]

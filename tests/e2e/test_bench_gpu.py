@@ -47,7 +47,7 @@ def test_each_step_writes_its_json_when_it_ends(tmp_path):
     is done: that step's JSON is there and complete."""
     out = tmp_path / "out"
     cmd = ["bash", str(REPO / "deploy" / "bench-gpu.sh"), "--device", "cpu", "--model", "tiny", "--out", str(out),
-           "--work", str(tmp_path / "work"), "--steps", "engine,cuda-tests", "--engine-bytes", "40000", "--no-compile"]
+           "--work", str(tmp_path / "work"), "--steps", "engine,cuda-tests", "--engine-bytes", "10000", "--no-compile"]
     proc = subprocess.Popen(cmd, cwd=REPO, env=env(PYTHON=sys.executable), stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL, start_new_session=True)
     try:

@@ -28,7 +28,7 @@ from tests.procs import BIN, env, free_port, started, stop
 
 pytestmark = pytest.mark.slow
 SECRET = "fake-secret-key-for-tests-d41d8cd98f00b204"
-SLOW = ("run.batch_bytes=1500", "run.max_retries=3", "run.retry_backoff_s=0.2", "cache.shards=2", "run.small_shard_bytes=0")
+SLOW = ("run.batch_bytes=1000", "run.max_retries=3", "run.retry_backoff_s=0.2", "cache.shards=2", "run.small_shard_bytes=0")
 
 
 @pytest.fixture(scope="module")
@@ -42,7 +42,7 @@ def cluster():
 def setup(cluster, tmp_path_factory):
     root = tmp_path_factory.mktemp("faults")
     ckpt = tiny_checkpoint(root / "tiny.pt")
-    make_input(root / "in", n_shards=4, max_bytes=40_000)
+    make_input(root / "in", n_shards=4, max_bytes=24_000)
     # At full speed: SLOW changes the scheduling only, never the bytes (outputs are batch-invariant).
     s = run_job(job_config(str(root / "in"), str(root / "ref"), ckpt), log=lambda m: None)
     assert s.shards_done == 4
@@ -140,11 +140,13 @@ def test_a_straggler_at_the_tail_gets_a_duplicate_and_one_commit(setup, tmp_path
 
 
 def start_driver(root: Path, out: Path, ckpt: str, log: Path, *extra: str) -> subprocess.Popen:
-    """`proxycomp run` as a user starts it, on a local Ray cluster of its own, slowed down."""
+    """`proxycomp run` as a user starts it, on a local Ray cluster of its own, slowed down
+    (small batches, one shard at a time: a signal lands between its first commit and its
+    last, with no more work for the machine)."""
     cmd = [str(BIN / "proxycomp"), "run", "--input", str(root / "in"), "--output", str(out), "--checkpoint", ckpt,
            "--no-progress", "--set", "run.address=local", "--set", "run.metrics=false"]
     cmd += [x for kv in ["engine.lanes=64", "engine.group=32", "engine.compile=false", "segment.call_positions=512", "run.torch_threads=1",
-                         "calibration.bytes=20000", *SLOW, *extra] for x in ("--set", kv)]
+                         "calibration.bytes=20000", *SLOW, "run.shard_workers=1", *extra] for x in ("--set", kv)]
     with open(log, "wb") as f:
         return subprocess.Popen(cmd, stdout=f, stderr=subprocess.STDOUT, env=env(), start_new_session=True)
 

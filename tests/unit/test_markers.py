@@ -66,12 +66,32 @@ def test_status_and_manifest_do_not_probe_each_shard(tmp_path, monkeypatch):
 
         monkeypatch.setattr(LocalFileSystem, name, counted)
     st = shard_status(cfg)
-    assert st["counts"] == {"total": 60, "done": 50, "failed": 2, "pending": 8, "stale": 0}
+    assert st["counts"] == {"total": 60, "done": 50, "failed": 2, "pending": 8, "stale": 0, "unread": 0}
     assert st["failed"] == {"part-00055": "bad 55", "part-00056": "bad 56"}
     assert st["totals"]["rows"] == 50
     assert probes["exists"] + probes["isfile"] < 5 and probes["cat"] == 2, probes  # done and failed: one batch each
     manifest = write_manifest(cfg, plan_tasks(cfg))
     assert Counter(s["status"] for s in manifest["shards"].values()) == {"done": 50, "failed": 2, "pending": 8}
+
+
+def test_status_over_markers_the_ledger_lacks_counts_them_all_and_reads_a_few(tmp_path, monkeypatch):
+    """A large output whose ledger is behind (a running job): the counts come from the
+    listing; only max_reads markers are fetched, and `unread` says what the totals and
+    the stale check do not cover yet. Those in the ledger are read for free."""
+    cfg = make_output(tmp_path)
+    fetched = []
+    cat = LocalFileSystem.cat
+    monkeypatch.setattr(LocalFileSystem, "cat", lambda self, paths, *a, **kw: fetched.extend(paths) or cat(self, paths, *a, **kw))
+    st = shard_status(cfg, max_reads=10)
+    assert st["counts"] == {"total": 60, "done": 50, "failed": 2, "pending": 8, "stale": 0, "unread": 40}
+    assert st["totals"]["rows"] == 10 and len(st["done"]) == 50
+    assert len([p for p in fetched if "/_done/" in p]) == 10
+    first = MarkerIndex(cfg.output, {})
+    first.markers(Marker.DONE, sorted(first.done)[:30])
+    first.save()
+    st = shard_status(cfg, max_reads=10)
+    assert st["counts"]["unread"] == 10 and st["totals"]["rows"] == 40
+    assert shard_status(cfg)["counts"]["unread"] == 0
 
 
 def test_ledger_spares_reading_markers_again_and_notices_rewrites(tmp_path, monkeypatch):
