@@ -1,7 +1,12 @@
 """The model actor: a `NeuralCompressor` serving segmentation and the windowed coding
 loop (whose Numba coder runs in the same process, because every window's probabilities
 depend on where the previous window ended). `job.cluster` wraps it with `ray.remote`;
-it works in-process too (verify, tests)."""
+it works in-process too (verify, tests).
+
+torch and the engine are imported when a ModelService is made, not with this module:
+Ray imports an actor's class module in every process that holds a handle to it, and
+every shard task does; shard workers need neither (about 2 s of start-up and 200 MB
+each, seen in their import logs)."""
 
 from __future__ import annotations
 
@@ -13,13 +18,10 @@ import time
 
 import fsspec
 import numpy as np
-import torch
 from ray.util.metrics import Gauge
 
 from coder import Windows
 from compressor_model.config import Thresholds
-from compressor_model.engine import NeuralCompressor
-from compressor_model.numerics import device_kind
 from compressor_model.records import Counts
 
 from ..config import JobConfig
@@ -31,6 +33,12 @@ class ModelService:
     works in the compressor's static device buffers and KV caches."""
 
     def __init__(self, cfg: JobConfig, torch_threads: int = 0, metrics_name: str = ""):
+        import torch  # (in the actor's process only: the module's doc)
+
+        from compressor_model.engine import NeuralCompressor
+        from compressor_model.numerics import device_kind
+
+        self._kind = device_kind
         self.busy = BusyGauge(metrics_name) if metrics_name else None
         if torch_threads:
             torch.set_num_threads(torch_threads)
@@ -49,7 +57,7 @@ class ModelService:
     def machine(self) -> str:
         """Where this actor computes (reported, never stamped into outputs: int8 outputs
         are the same bytes whatever made them)."""
-        return f"{c.device} {device_kind(c.device)}" if (c := self.comp) else ""
+        return f"{c.device} {self._kind(c.device)}" if (c := self.comp) else ""
 
     # Segmentation and coding return what they counted with their result, so that each
     # shard's stats hold the model work done for it (the actor serves many shards).
@@ -97,7 +105,10 @@ def _on_device(fn, *args):
     actors that die, and then the shard tasks retry on the fresh one."""
     try:
         return fn(*args)
-    except torch.AcceleratorError as e:
+    except Exception as e:
+        torch = sys.modules.get("torch")  # loaded: model work ran
+        if torch is None or not isinstance(e, torch.AcceleratorError):
+            raise
         print(f"[proxycomp] model actor {os.getpid()}: device error, exiting so that Ray restarts it: "
               f"{str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__}", file=sys.stderr, flush=True)
         os._exit(DEVICE_ERROR_EXIT)

@@ -18,7 +18,7 @@ from tests.pipeline_fixtures import job_config, make_input, sha256, tiny_checkpo
 pytestmark = pytest.mark.slow
 # The model actor on the head node, the shard tasks (and cache actors) on the other one.
 PLACED = ('run.model_resources={"model_node": 1}', 'run.shard_resources={"shard_node": 0.01}', "run.cpus_per_actor=1",
-          "run.batch_bytes=1500", "run.retry_backoff_s=0.2", "cache.shards=2", "run.small_shard_bytes=0")
+          "run.batch_bytes=1000", "run.retry_backoff_s=0.2", "cache.shards=2", "run.small_shard_bytes=0")
 
 
 def hashes(out) -> dict:
@@ -32,7 +32,7 @@ def test_a_lost_node_is_a_system_failure_and_the_output_is_the_same(tmp_path, mo
     monkeypatch.setenv("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "1")
     monkeypatch.setattr(ray_constants, "ENABLE_RAY_CLUSTER", False)
     ckpt = tiny_checkpoint(tmp_path / "tiny.pt")
-    make_input(tmp_path / "in", n_shards=4, max_bytes=40_000)
+    make_input(tmp_path / "in", n_shards=4, max_bytes=16_000)
     nodes = RayCluster(initialize_head=True, head_node_args={"num_cpus": 1, "resources": {"model_node": 1},
                                                              "node_ip_address": "127.0.0.1", "include_dashboard": False,
                                                              # a lost node is noticed in ~2 s, not Ray's ~30 s

@@ -162,7 +162,8 @@ def test_the_product_does_not_import_the_benchmarks_nor_install_them():
     ("compressor_model.engine, compressor_model.train, compressor_model.segment, compressor_model.corpus",
      ["pipeline", "cache", "ray"]),
     ("compressor_model.records, compressor_model.corpus", ["torch", "pipeline", "cache"]),
-    ("pipeline.job.shard, pipeline.job.stages, pipeline.backends.neural", ["torch"]),  # shard workers stay light
+    # Shard workers stay light; Ray imports the model actor's class module in each (it holds a handle).
+    ("pipeline.job.shard, pipeline.job.stages, pipeline.backends.neural, pipeline.backends.model_actor", ["torch"]),
     # `status` and the store: a fast start, nothing of the model or the cluster
     ("pipeline.cli, pipeline.job.plan, pipeline.store.markers, pipeline.store.parquet", ["torch", "ray"]),
     # the job and the read-side commands run without the `analysis` extra
