@@ -254,7 +254,7 @@ def test_an_output_made_with_relative_paths_is_usable_from_anywhere(done_run, tm
     monkeypatch.chdir(tmp_path)
     capsys.readouterr()
     assert cli(["status", "--output", os.path.relpath(out), "--json"]) == 0
-    assert json.loads(capsys.readouterr().out)["counts"] == {"total": 3, "done": 3, "failed": 0, "pending": 0, "stale": 0}
+    assert json.loads(capsys.readouterr().out)["counts"] == {"total": 3, "done": 3, "failed": 0, "pending": 0, "stale": 0, "unread": 0}
     assert cli(["verify", "--output", str(out), "--sample", "3", "--json"]) == 0
     assert json.loads(capsys.readouterr().out)["ok_docs"] == 3
     assert cli(["export", "--output", str(out), "--dest", "lingua"]) == 0
@@ -306,7 +306,7 @@ def test_bad_shards_are_quarantined_and_rows_rejected(cluster, ckpt, tmp_path, c
     assert t.column("doc_id").to_pylist() == ["a", "b"] and t.column("source_row").to_pylist() == [0, 2]
     assert s.docs_in == s.docs_out + s.rejects
     st = shard_status(cfg)
-    assert st["counts"] == {"total": 4, "done": 3, "failed": 1, "pending": 0, "stale": 0}
+    assert st["counts"] == {"total": 4, "done": 3, "failed": 1, "pending": 0, "stale": 0, "unread": 0}
     assert "truncated.jsonl.zst" in st["failed"]["truncated"]
     capsys.readouterr()
     assert cli(["status", "--output", str(tmp_path / "out"), "--failed"]) == 0
