@@ -19,7 +19,7 @@ import numpy as np
 import torch
 
 from coder.constants import PROB_TOTAL
-from compressor_model.corpus import Document, list_shards, read_shard
+from compressor_model.corpus import Document, first_bytes, list_shards, read_shard
 from compressor_model.engine import EngineConfig, NeuralCompressor
 from compressor_model.model import BOS, CONFIGS, ByteLM
 from compressor_model.numerics import Precision, describe_machine
@@ -32,13 +32,7 @@ def load_docs(data: str | None, max_bytes: int, split: str = "heldout") -> list[
         docs = [d.data for s in list_shards(data) for d in read_shard(s) if isinstance(d, Document) and d.data]
     else:
         docs = [f.text.encode() for f in stdlib_files(None if split == "all" else split)]
-    out, total = [], 0
-    for d in docs:
-        if max_bytes and total >= max_bytes:
-            break
-        out.append(d[: max_bytes - total] if max_bytes else d)
-        total += len(out[-1])
-    return out
+    return first_bytes(docs, max_bytes)
 
 
 @torch.no_grad()
@@ -166,7 +160,7 @@ def compare_precisions(args, comp: NeuralCompressor, docs: list[bytes], threshol
     """int8, bf16 and fp32 on the same sample (the first compare_bytes of the documents),
     each in a fresh engine with thresholds calibrated by its own model on the same
     calibration docs: bytes/s, bytes/symbol and (shipped model) held-out bits/byte."""
-    sample = _first_bytes(docs, args.compare_bytes)
+    sample = first_bytes(docs, args.compare_bytes)
     calib = docs[: max(1, len(docs) // 4)]
     n = sum(map(len, sample))
     out = {"precision_compare_bytes": n}
@@ -185,7 +179,7 @@ def compare_precisions(args, comp: NeuralCompressor, docs: list[bytes], threshol
 
 def compare_graphs(args, comp: NeuralCompressor, docs, thresholds) -> dict:
     """CUDA graphs against eager calls on the comparison sample: speed-up, same bits."""
-    sample = _first_bytes(docs, args.compare_bytes or sum(map(len, docs)))
+    sample = first_bytes(docs, args.compare_bytes or sum(map(len, docs)))
     graph_recs, graph_wall, _ = timed_compress(comp, sample, thresholds)
     eager = make_compressor(args, comp.precision, graphs=False)
     eager_recs, eager_wall, _ = timed_compress(eager, sample, thresholds)
@@ -194,16 +188,6 @@ def compare_graphs(args, comp: NeuralCompressor, docs, thresholds) -> dict:
     n = sum(map(len, sample))
     return {"graph_bytes_per_s": n / graph_wall, "eager_bytes_per_s": n / eager_wall, "graph_speedup": eager_wall / graph_wall,
             "graph_bit_identical": bool(same)}
-
-
-def _first_bytes(docs: list[bytes], max_bytes: int) -> list[bytes]:
-    out, total = [], 0
-    for d in docs:
-        if total >= max_bytes:
-            break
-        out.append(d[: max_bytes - total])
-        total += len(out[-1])
-    return out
 
 
 def roundtrip(comp: NeuralCompressor, thresholds, n_files: int) -> dict:

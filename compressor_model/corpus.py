@@ -261,6 +261,19 @@ def listing_tag(info: dict) -> str:
     return f"{etag}|{info.get('size')}|{when}"
 
 
+def first_bytes(docs: list[bytes], max_bytes: int) -> list[bytes]:
+    """The first max_bytes of a document list, the last document cut to fit (0: all)."""
+    if not max_bytes:
+        return list(docs)
+    out, total = [], 0
+    for d in docs:
+        if total >= max_bytes:
+            break
+        out.append(d[: max_bytes - total])
+        total += len(out[-1])
+    return out
+
+
 def list_shards(url: str, storage_options: dict | None = None, sizes: bool = False, tags: bool = False):
     """Input shard URLs in a deterministic (sorted) order: a single shard file, or every
     shard file under a directory/prefix (recursively). With sizes=True, (url, bytes);

@@ -38,12 +38,12 @@ class ModelService:
         from compressor_model.engine import NeuralCompressor
         from compressor_model.numerics import device_kind
 
-        self._kind = device_kind
         self.busy = BusyGauge(metrics_name) if metrics_name else None
         if torch_threads:
             torch.set_num_threads(torch_threads)
         self.comp = NeuralCompressor.load(read_checkpoint(cfg.model.checkpoint, cfg.storage_options),
                                           cfg.engine, cfg.segment)
+        self._machine = f"{self.comp.device} {device_kind(self.comp.device)}"
 
     def info(self) -> BackendInfo:
         c = self.comp
@@ -57,7 +57,7 @@ class ModelService:
     def machine(self) -> str:
         """Where this actor computes (reported, never stamped into outputs: int8 outputs
         are the same bytes whatever made them)."""
-        return f"{c.device} {self._kind(c.device)}" if (c := self.comp) else ""
+        return self._machine
 
     # Segmentation and coding return what they counted with their result, so that each
     # shard's stats hold the model work done for it (the actor serves many shards).

@@ -15,7 +15,7 @@ import time
 
 import fsspec
 
-from compressor_model.corpus import Document, ShardError, read_shard
+from compressor_model.corpus import Document, ShardError, first_bytes, read_shard
 from compressor_model.engine import NeuralCompressor
 
 from ..backends.model_actor import read_checkpoint
@@ -94,12 +94,8 @@ def plan_run(cfg: JobConfig, sample_bytes: int = 256 << 10, model_bytes: int = 2
     if model_bytes and cfg.model.compressor.needs_model and docs:
         engine = dataclasses.replace(cfg.engine, compile=False)  # a small sample: compiling would cost more than it saves
         comp = NeuralCompressor.load(read_checkpoint(cfg.model.checkpoint, cfg.storage_options), engine, cfg.segment)
-        few, n = [], 0
-        for d in docs:
-            if n >= model_bytes:
-                break
-            few.append(d[: model_bytes - n])
-            n += len(few[-1])
+        few = first_bytes(docs, model_bytes)
+        n = sum(map(len, few))
         th = comp.calibrate(few)
         comp.compress(few, th)
         st = comp.stats
