@@ -5,6 +5,14 @@ import pytest
 
 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 os.environ.setdefault("AWS_EC2_METADATA_DISABLED", "true")
+# Each test process (pytest-xdist worker) keeps its Ray clusters' files apart: Ray reads
+# state of "the latest session" under its temp dir (/tmp/ray/session_latest, the node's
+# address), so a job driver on one process's `ray start` cluster once took the address
+# of the other process's newer cluster and waited 600 s for a GCS that was not there.
+# Everything the tests start (ray start, job drivers, subprocess runs) inherits it.
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    os.environ["RAY_TMPDIR"] = f"/tmp/proxycomp-tests-{os.environ['PYTEST_XDIST_WORKER']}"
+    os.makedirs(os.environ["RAY_TMPDIR"], exist_ok=True)
 
 import torch  # noqa: E402
 
